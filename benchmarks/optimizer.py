@@ -1,0 +1,100 @@
+"""Time one jitted optimizer update on ResNet-50's parameter tree (25,557,032 parameters, 161 tensors).
+
+    python benchmarks/optimizer.py [--repeats 30] [--out benchmarks/results/optimizer_cpu.json]
+
+Compares optax.sgd(momentum=0.9), optax.lars (ndim <= 1 masked) and lars_jax.optim.lars (paper
+denominator), plus the lars_jax variants, side by side in one process: the update and
+`apply_updates` in one jit with params and optimizer state donated, median of `--repeats` timed
+calls after a warm-up, the methods interleaved round by round so that machine noise hits all alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lars_jax import models, optim
+
+
+def resnet50_params(seed: int = 0):
+    model = models.create_model("resnet50", num_classes=1000)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape, dtype=np.float32)),
+                        shapes["params"])
+
+
+def methods():
+    mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
+    return {
+        "optax.sgd": optax.sgd(0.1, momentum=0.9),
+        "optax.lars": optax.lars(0.1, weight_decay=1e-4, weight_decay_mask=mask, trust_ratio_mask=mask,
+                                 momentum=0.9),
+        "lars_jax.lars": optim.lars(0.1, weight_decay=1e-4),
+        "lars_jax.lars(optax denominator)": optim.lars(0.1, weight_decay=1e-4, denominator="optax"),
+        "lars_jax.lamb": optim.lamb(0.1, weight_decay=1e-4),
+    }
+
+
+def make_step(tx):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", default="benchmarks/results/optimizer_cpu.json")
+    args = parser.parse_args()
+
+    params = resnet50_params()
+    grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
+    n_params = sum(p.size for p in jax.tree.leaves(params))
+    n_tensors = len(jax.tree.leaves(params))
+    runs = {}
+    for name, tx in methods().items():
+        step = make_step(tx)
+        p = jax.tree.map(jnp.copy, params)
+        s = tx.init(p)
+        p, s = step(p, s, grads)  # compile + warm-up
+        jax.block_until_ready(p)
+        runs[name] = {"step": step, "params": p, "state": s, "times": []}
+    for _ in range(args.repeats):
+        for run in runs.values():
+            t0 = time.perf_counter()
+            run["params"], run["state"] = run["step"](run["params"], run["state"], grads)
+            jax.block_until_ready(run["params"])
+            run["times"].append(time.perf_counter() - t0)
+
+    base = float(np.median(runs["optax.sgd"]["times"]))
+    optax_lars = float(np.median(runs["optax.lars"]["times"]))
+    rows = []
+    print(f"ResNet-50 parameter tree: {n_params:,} parameters in {n_tensors} tensors; "
+          f"{jax.devices()[0].device_kind}, median of {args.repeats}")
+    print(f"{'method':34s} {'ms':>8s} {'x optax.sgd':>12s} {'x optax.lars':>13s}")
+    for name, run in runs.items():
+        ms = float(np.median(run["times"])) * 1e3
+        rows.append({"method": name, "median_ms": ms, "ratio_to_sgd": ms / (base * 1e3),
+                     "ratio_to_optax_lars": ms / (optax_lars * 1e3)})
+        print(f"{name:34s} {ms:8.2f} {ms / (base * 1e3):12.2f} {ms / (optax_lars * 1e3):13.2f}")
+    result = {"rows": rows, "num_params": n_params, "num_tensors": n_tensors, "repeats": args.repeats,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+                          "cpu_count": __import__("os").cpu_count()},
+              "date": time.strftime("%Y-%m-%d")}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Types shared by every dataset: the info record, the error for absent data, the registry entry.
+
+Nothing here imports TensorFlow: `import lars_jax.data` must work on a machine without it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Callable, Iterator
+
+# Set LARS_JAX_OFFLINE=1 to forbid every download attempt (tests, air-gapped hosts): absent data
+# then raises DataNotFoundError at once instead of waiting for a network error.
+OFFLINE_ENV = "LARS_JAX_OFFLINE"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are absent; the message says exactly how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_train: int  # examples in the train split
+    num_eval: int  # examples in the eval split
+    image_shape: tuple  # (H, W, C) after preprocessing: what the model sees
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A registry entry: the three functions `lars_jax.data` dispatches to (signatures as there)."""
+    get_info: Callable[..., DatasetInfo]
+    train_iterator: Callable[..., Iterator[dict]]
+    eval_iterator: Callable[..., Iterator[dict]]
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
+
+
+def tfds_data_dir(config) -> str:
+    """config.data_dir, else tfds' own default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    data_dir = config.get("data_dir") if hasattr(config, "get") else getattr(config, "data_dir", None)
+    if data_dir:
+        return os.path.expanduser(data_dir)
+    return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
+def tfds_prepared(data_dir: str, name: str) -> bool:
+    """Cheap, TensorFlow-free check for a prepared tfds dataset `name` (any version) in data_dir."""
+    return any(os.path.exists(os.path.join(os.path.dirname(p), "features.json"))
+               for p in glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")))
+
+
+def native_image_size(config, name: str, size: int) -> None:
+    """Small datasets are used at their native resolution; refuse a config that asks otherwise."""
+    requested = config.get("image_size") if hasattr(config, "get") else None
+    if requested not in (None, size):
+        raise ValueError(f"config.image_size={requested} but {name} is only offered at its native "
+                         f"{size}x{size}; set config.image_size=None")

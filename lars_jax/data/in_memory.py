@@ -1,0 +1,81 @@
+"""Train and eval iterators over a split held in host memory as uint8 numpy arrays.
+
+Used by the small datasets (Fashion-MNIST, CIFAR-10): the whole split is read once, and each
+batch is a numpy gather + crop/flip + normalisation, far cheaper per step than the train step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterator
+
+import numpy as np
+
+from lars_jax.data import augment, indexing
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int32 [N]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    mean: tuple  # per channel, in pixel units of [0, 1]
+    std: tuple  # per channel, in pixel units of [0, 1]
+    pad: int  # zero padding per side for the random crop
+    flip: bool  # random horizontal flip
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [..., C] -> float32 [..., C], (x/255 - mean) / std."""
+        mean = np.asarray(self.mean, np.float32) * 255
+        scale = 1 / (np.asarray(self.std, np.float32) * 255)
+        return (images.astype(np.float32) - mean) * scale
+
+
+def train_batches(split: Split, prep: Preprocessing, *, seed: int, augment_images: bool,
+                  local_batch_size: int, process_index: int = 0, process_count: int = 1,
+                  start_step: int = 0) -> Iterator[dict]:
+    """Infinite; step k yields {"image": float32 [L, H, W, C], "label": int32 [L]}.
+
+    Order and sharding as in `indexing` (incomplete last batch of each epoch dropped);
+    augmentation as in `augment`. Both depend only on (seed, k, process_index, process_count).
+    """
+    num_train = len(split.labels)
+    global_batch = local_batch_size * process_count
+    indexing.steps_per_epoch(num_train, global_batch)  # fail at the call, not at the first next()
+    mine = slice(process_index * local_batch_size, (process_index + 1) * local_batch_size)
+
+    def batches():
+        for step in itertools.count(start_step):
+            idx = indexing.train_indices(seed, step, num_train, local_batch_size=local_batch_size,
+                                         process_index=process_index, process_count=process_count)
+            images = split.images[idx]
+            if augment_images:
+                dy, dx, flipped = augment.sample(seed, step, global_batch, prep.pad, prep.flip)
+                images = augment.crop_flip(images, dy[mine], dx[mine], flipped[mine], prep.pad)
+            yield {"image": prep.normalise(images), "label": split.labels[idx]}
+
+    return batches()
+
+
+def eval_batches(split: Split, prep: Preprocessing, *, local_batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """One pass; yields {"image": float32 [L, H, W, C], "label": int32 [L], "mask": float32 [L]}.
+
+    Every process yields num_eval_batches(...) batches; padding rows have image 0, label 0, mask 0.
+    """
+    num_eval = len(split.labels)
+
+    def batches():
+        for b in range(indexing.num_eval_batches(num_eval, local_batch_size, process_count)):
+            idx, valid = indexing.eval_indices(b, num_eval, local_batch_size=local_batch_size,
+                                               process_index=process_index,
+                                               process_count=process_count)
+            images = prep.normalise(split.images[idx])
+            images[~valid] = 0
+            yield {"image": images, "label": np.where(valid, split.labels[idx], 0).astype(np.int32),
+                   "mask": valid.astype(np.float32)}
+
+    return batches()

@@ -1,0 +1,301 @@
+"""lars_jax.optim against a float64 NumPy reference written from the paper's formula, and against optax."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from lars_jax import configs, optim
+
+SHAPES = {  # a conv kernel, a dense kernel, a bias and a BatchNorm scale/bias
+    "conv": {"kernel": (3, 3, 8, 16), "bias": (16,)},
+    "bn": {"scale": (16,), "bias": (16,)},
+    "dense": {"kernel": (64, 10)},
+}
+NDIM_EXCLUDED = {"conv": {"kernel": False, "bias": True}, "bn": {"scale": True, "bias": True},
+                 "dense": {"kernel": False}}
+
+
+def random_tree(rng, scale=1.0):
+    return jax.tree.map(lambda s: (scale * rng.standard_normal(s)).astype(np.float32), SHAPES,
+                        is_leaf=lambda x: isinstance(x, tuple))
+
+
+def numpy_lars_updates(params, grads_seq, lr_fn, *, momentum, weight_decay, eta, eps, nesterov,
+                       excluded, denominator):
+    """Algorithm 1 of You et al. in float64: returns the update applied at each step."""
+    w = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    v = jax.tree.map(np.zeros_like, w)
+    all_updates = []
+    for t, grads in enumerate(grads_seq):
+        lr = float(lr_fn(t))
+        flat_w, treedef = jax.tree.flatten(w)
+        flat_v, flat_g = treedef.flatten_up_to(v), treedef.flatten_up_to(grads)
+        flat_x = treedef.flatten_up_to(excluded)
+        new_w, new_v, upd = [], [], []
+        for wl, vl, gl, skip in zip(flat_w, flat_v, flat_g, flat_x):
+            gl = np.asarray(gl, np.float64)
+            if skip:
+                ratio, d = 1.0, gl
+            else:
+                wn, gn = np.linalg.norm(wl), np.linalg.norm(gl)
+                d = gl + weight_decay * wl
+                den = gn + weight_decay * wn if denominator == "paper" else np.linalg.norm(d)
+                ratio = 1.0 if (wn == 0 or gn == 0) else eta * wn / (den + eps)
+            vl = momentum * vl + lr * ratio * d
+            u = -(momentum * vl + lr * ratio * d) if nesterov else -vl
+            new_w.append(wl + u), new_v.append(vl), upd.append(u)
+        w, v = treedef.unflatten(new_w), treedef.unflatten(new_v)
+        all_updates.append(treedef.unflatten(upd))
+    return all_updates
+
+
+def run_tx(tx, params, grads_seq):
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    out = []
+    for grads in grads_seq:
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        out.append(updates)
+    return out
+
+
+def max_rel_error(got_seq, ref_seq):
+    """max over steps and leaves of max|got - ref| / max|ref|."""
+    errs = [float(np.max(np.abs(np.asarray(g, np.float64) - r)) / max(np.max(np.abs(r)), 1e-30))
+            for got, ref in zip(got_seq, ref_seq)
+            for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref))]
+    return max(errs)
+
+
+@pytest.mark.parametrize("denominator,nesterov,weight_decay,eta,eps", [
+    ("paper", False, 5e-4, 0.001, 0.0),
+    ("paper", True, 1e-2, 0.02, 1e-8),
+    ("optax", False, 5e-4, 0.001, 0.0),
+    ("optax", True, 1e-3, 0.01, 1e-9),
+])
+def test_lars_matches_float64_reference(denominator, nesterov, weight_decay, eta, eps):
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng, scale=10.0 ** rng.uniform(-3, 1)) for _ in range(6)]
+    schedule = optax.linear_schedule(0.5, 2.0, 6)  # a schedule LR, read from the state's count
+    tx = optim.lars(schedule, momentum=0.9, weight_decay=weight_decay, trust_coefficient=eta, eps=eps,
+                    nesterov=nesterov, denominator=denominator)
+    got = run_tx(tx, params, grads_seq)
+    ref = numpy_lars_updates(params, grads_seq, schedule, momentum=0.9, weight_decay=weight_decay, eta=eta,
+                             eps=eps, nesterov=nesterov, excluded=NDIM_EXCLUDED, denominator=denominator)
+    err = max_rel_error(got, ref)
+    print(f"max relative error vs float64 ({denominator}, nesterov={nesterov}): {err:.2e}")
+    assert err < 1e-5
+
+
+def test_paper_and_optax_denominators_differ():
+    rng = np.random.default_rng()
+    params, grads = random_tree(rng), random_tree(rng)
+    a = run_tx(optim.lars(1.0, weight_decay=0.1, denominator="paper"), params, [grads])[0]
+    b = run_tx(optim.lars(1.0, weight_decay=0.1, denominator="optax"), params, [grads])[0]
+    assert not np.allclose(a["dense"]["kernel"], b["dense"]["kernel"], rtol=1e-3)
+    np.testing.assert_array_equal(a["conv"]["bias"], b["conv"]["bias"])  # excluded: same plain SGD
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_optax_denominator_equals_optax_lars(nesterov):
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng) for _ in range(5)]
+    mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
+    ours = optim.lars(0.3, momentum=0.9, weight_decay=1e-3, trust_coefficient=0.01, eps=1e-9,
+                      nesterov=nesterov, denominator="optax")
+    theirs = optax.lars(0.3, weight_decay=1e-3, weight_decay_mask=mask, trust_coefficient=0.01, eps=1e-9,
+                        trust_ratio_mask=mask, momentum=0.9, nesterov=nesterov)
+    for a, b in zip(run_tx(ours, params, grads_seq), run_tx(theirs, params, grads_seq)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+
+
+def test_zero_norm_guard():
+    rng = np.random.default_rng()
+    params, grads = random_tree(rng), random_tree(rng)
+    params["dense"]["kernel"] = np.zeros_like(params["dense"]["kernel"])  # ||w|| = 0
+    grads["conv"]["kernel"] = np.zeros_like(grads["conv"]["kernel"])  # ||g|| = 0
+    lr, beta = 0.5, 0.01
+    upd = run_tx(optim.lars(lr, weight_decay=beta), params, [grads])[0]
+    # ratio 1: first step's update is -lr * (g + beta * w), with no eta factor
+    np.testing.assert_allclose(upd["dense"]["kernel"], -lr * grads["dense"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(upd["conv"]["kernel"], -lr * beta * params["conv"]["kernel"], rtol=1e-6)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(upd))
+
+
+def test_default_exclusion_is_plain_momentum_sgd():
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng) for _ in range(3)]
+    lr, m = 0.1, 0.9
+    got = run_tx(optim.lars(lr, momentum=m, weight_decay=0.1), params, grads_seq)
+    v = 0.0
+    for t, grads in enumerate(grads_seq):
+        v = m * v + lr * grads["bn"]["scale"].astype(np.float64)  # no trust ratio, no weight decay
+        np.testing.assert_allclose(got[t]["bn"]["scale"], -v, rtol=1e-5, atol=1e-6 * np.abs(v).max())
+    assert optim.exclude_ndim_le_1(params) == NDIM_EXCLUDED
+
+
+@pytest.mark.parametrize("as_callable", [False, True])
+def test_custom_exclusion(as_callable):
+    rng = np.random.default_rng()
+    params, grads = random_tree(rng), random_tree(rng)
+    excluded = {"conv": {"kernel": False, "bias": False}, "bn": {"scale": True, "bias": True},
+                "dense": {"kernel": True}}
+    exclude = (lambda p: excluded) if as_callable else excluded
+    lr, beta, eta = 0.2, 1e-3, 0.001
+    upd = run_tx(optim.lars(lr, weight_decay=beta, exclude=exclude), params, [grads])[0]
+    np.testing.assert_allclose(upd["dense"]["kernel"], -lr * grads["dense"]["kernel"], rtol=1e-6)
+    b, gb = params["conv"]["bias"].astype(np.float64), grads["conv"]["bias"].astype(np.float64)
+    ratio = eta * np.linalg.norm(b) / (np.linalg.norm(gb) + beta * np.linalg.norm(b))
+    np.testing.assert_allclose(upd["conv"]["bias"], -lr * ratio * (gb + beta * b), rtol=1e-5)
+
+
+def test_lars_update_is_the_same_on_8_devices_replicated_and_sharded():
+    assert jax.device_count() == 8
+    rng = np.random.default_rng()
+    shapes = {"wide": {"kernel": (64, 128)}, "conv": {"kernel": (3, 3, 16, 32), "bias": (32,)}}
+    make = lambda s: jax.tree.map(lambda x: rng.standard_normal(x).astype(np.float32), s,  # noqa: E731
+                                  is_leaf=lambda x: isinstance(x, tuple))
+    params, grads_seq = make(shapes), [make(shapes) for _ in range(3)]
+    tx = optim.lars(optax.linear_schedule(1.0, 0.1, 3), weight_decay=1e-3, trust_coefficient=0.01)
+
+    def train(params, sharding_of):
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params, state, grads):
+            u, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, u), state
+        put = lambda t: jax.tree.map(lambda x, s: jax.device_put(x, s), t, sharding_of(t))  # noqa: E731
+        params, state = put(params), jax.tree.map(jnp.asarray, state)
+        for grads in grads_seq:
+            params, state = step(params, state, put(grads))
+        return params
+
+    single = train(params, lambda t: jax.tree.map(lambda _: jax.devices()[0], t))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    replicated = train(params, lambda t: jax.tree.map(lambda _: NamedSharding(mesh, P()), t))
+    sharded = train(params, lambda t: {"wide": {"kernel": NamedSharding(mesh, P(None, "data"))},
+                                       "conv": jax.tree.map(lambda _: NamedSharding(mesh, P()), t["conv"])})
+    assert sharded["wide"]["kernel"].sharding.spec == P(None, "data")
+    for other in (replicated, sharded):
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(other)):
+            # a sharded norm sums in a different order: float32 rounding, nothing more
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default():
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng) for _ in range(4)]
+    nothing = lambda p: jax.tree.map(lambda _: False, p)  # noqa: E731
+    ours = run_tx(optim.lamb(1e-2, weight_decay=1e-2, exclude=nothing), params, grads_seq)
+    theirs = run_tx(optax.lamb(1e-2, weight_decay=1e-2), params, grads_seq)
+    for a, b in zip(ours, theirs):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+    default = run_tx(optim.lamb(1e-2, weight_decay=1e-2), params, grads_seq[:1])[0]
+    adam = run_tx(optax.adam(1e-2, eps=1e-6), params, grads_seq[:1])[0]
+    np.testing.assert_allclose(default["bn"]["bias"], adam["bn"]["bias"], rtol=1e-6)
+    assert not np.allclose(default["dense"]["kernel"], adam["dense"]["kernel"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("mode,nesterov", [("l2", False), ("l2", True), ("decoupled", False), ("decoupled", True)])
+def test_sgd_baselines_match_reference(mode, nesterov):
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng) for _ in range(4)]
+    lr_fn, m, beta = optax.linear_schedule(0.2, 0.05, 4), 0.9, 1e-2
+    got = run_tx(optim.sgd(lr_fn, momentum=m, nesterov=nesterov, weight_decay=beta, weight_decay_mode=mode),
+                 params, grads_seq)
+    w = {k: np.asarray(v, np.float64) for k, v in params["dense"].items()}["kernel"]
+    b = np.asarray(params["bn"]["bias"], np.float64)
+    vw, vb = 0.0, 0.0
+    for t, grads in enumerate(grads_seq):
+        lr, g, gb = float(lr_fn(t)), grads["dense"]["kernel"], grads["bn"]["bias"]
+        if mode == "l2":
+            d = g + beta * w
+            vw, vb = m * vw + lr * d, m * vb + lr * gb
+            uw = -(m * vw + lr * d) if nesterov else -vw
+            ub = -(m * vb + lr * gb) if nesterov else -vb
+        else:
+            vw, vb = m * vw + g, m * vb + gb
+            uw = -lr * ((m * vw + g if nesterov else vw) + beta * w)
+            ub = -lr * (m * vb + gb if nesterov else vb)  # excluded: no weight decay
+        assert max_rel_error([got[t]["dense"]["kernel"], got[t]["bn"]["bias"]], [uw, ub]) < 1e-5
+        w, b = w + uw, b + ub
+
+
+def test_layer_stats_match_numpy():
+    rng = np.random.default_rng()
+    params, grads = random_tree(rng), random_tree(rng, scale=0.01)
+    stats = jax.jit(lambda p, g: optim.layer_stats(p, g, weight_decay=1e-3, trust_coefficient=0.002))(params, grads)
+    w, g = params["dense"]["kernel"].astype(np.float64), grads["dense"]["kernel"].astype(np.float64)
+    np.testing.assert_allclose(stats.w_norm["dense"]["kernel"], np.linalg.norm(w), rtol=1e-6)
+    np.testing.assert_allclose(stats.g_norm["dense"]["kernel"], np.linalg.norm(g), rtol=1e-6)
+    ratio = 0.002 * np.linalg.norm(w) / (np.linalg.norm(g) + 1e-3 * np.linalg.norm(w))
+    np.testing.assert_allclose(stats.trust_ratio["dense"]["kernel"], ratio, rtol=1e-5)
+    assert float(stats.trust_ratio["bn"]["scale"]) == 1.0
+    flat = optim.flatten_layer_stats(stats)
+    assert set(flat) >= {"trust_ratio/dense/kernel", "w_norm/conv/bias", "g_norm/bn/scale"}
+    assert len(flat) == 3 * len(jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"momentum": -0.1}, "momentum"),
+    ({"denominator": "clip"}, "denominator"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"trust_coefficient": 0.0}, "trust_coefficient"),
+])
+def test_lars_rejects_bad_arguments(kwargs, field):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=field):
+        optim.lars(kwargs.pop("learning_rate"), **kwargs)
+
+
+@pytest.mark.parametrize("override,field,allowed", [
+    ({"optimizer": "adam"}, "optimizer", "'lars'"),
+    ({"denominator": "clip"}, "denominator", "'paper'"),
+    ({"base_learning_rate": -1.0}, "base_learning_rate", ">= 0"),
+    ({"momentum": 1.5}, "momentum", "[0, 1)"),
+    ({"decay": "exp"}, "decay", "'poly'"),
+    ({"lr_scaling": "cube"}, "lr_scaling", "'linear'"),
+    ({"warmup_epochs": 50.0}, "warmup_epochs", "longer than training"),
+])
+def test_make_optimizer_rejects_bad_config(override, field, allowed):
+    config = configs.get_base_config()
+    config.num_epochs = 10
+    config.update(override)
+    with pytest.raises(ValueError) as info:
+        optim.make_optimizer(config, steps_per_epoch=100)
+    assert f"config.{field}" in str(info.value) and allowed in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["lars", "lamb", "sgd", "nesterov"])
+def test_make_optimizer_builds_each_optimizer_from_config(name):
+    config = configs.get_base_config()
+    config.update(optimizer=name, base_learning_rate=0.4, global_batch_size=1024, base_batch_size=256,
+                  lr_scaling="linear", warmup_epochs=1, num_epochs=4, decay="poly", weight_decay=1e-3,
+                  trust_coefficient=0.01, momentum=0.8)
+    tx, schedule = optim.make_optimizer(config, steps_per_epoch=10)
+    assert float(schedule(10)) == pytest.approx(1.6)  # 0.4 * 1024 / 256 at the end of warmup
+    expected = {
+        "lars": optim.lars(schedule, momentum=0.8, weight_decay=1e-3, trust_coefficient=0.01),
+        "lamb": optim.lamb(schedule, weight_decay=1e-3),
+        "sgd": optim.sgd(schedule, momentum=0.8, weight_decay=1e-3),
+        "nesterov": optim.sgd(schedule, momentum=0.8, nesterov=True, weight_decay=1e-3),
+    }[name]
+    rng = np.random.default_rng()
+    params = random_tree(rng)
+    grads_seq = [random_tree(rng) for _ in range(12)]
+    for a, b in zip(run_tx(tx, params, grads_seq), run_tx(expected, params, grads_seq)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y)

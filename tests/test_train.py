@@ -1,0 +1,127 @@
+"""The train step and loop: sharded == single device, the CLI end to end, resume, clear errors."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lars_jax import configs, parallel, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(**overrides):
+    c = configs.get_base_config()
+    c.update(dataset="fashion_mnist", model="small_cnn", global_batch_size=64, total_steps=3,
+             warmup_epochs=0.0, base_learning_rate=2.0, optimizer="lars", weight_decay=5e-4,
+             augment=False, log_every=1, layer_stats_every=1)
+    c.update(overrides)
+    return c
+
+
+def run_steps(config, devices, n):
+    trainer = train.Trainer(config, mesh=parallel.make_mesh(devices))
+    state = trainer.sharded_init_state()
+    batches = trainer.train_batches(0)
+    for _ in range(n):
+        state, metrics = trainer.train_step(state, next(batches))
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_8_devices_equal_1_device():
+    # Same BatchNorm groups on both (8 examples: one device's share), so the math is identical and
+    # only the order of float32 sums differs: the cross-device gradient all-reduce and BN moments.
+    # After 3 LARS steps at LR 2 the parameters agree to ~1e-6 relative; 1e-4 leaves room for
+    # that rounding to grow through BatchNorm's normalisation, and is far below any real bug
+    # (a wrong all-reduce scale changes params by O(1) relative).
+    assert jax.device_count() == 8
+    config = small_config(bn_group_size=8)
+    one, m1 = run_steps(config, jax.devices()[:1], 3)
+    eight, m8 = run_steps(config, jax.devices(), 3)
+    assert int(one.step) == int(eight.step) == 3
+    worst = 0.0
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+        worst = max(worst, float(np.max(np.abs(a - b)) / np.max(np.abs(a))))
+    print(f"max relative param difference, 8 devices vs 1 after 3 steps: {worst:.2e}")
+    assert worst < 1e-4
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_reduces_loss_and_reports_layer_stats():
+    config = small_config(total_steps=8, global_batch_size=128, base_learning_rate=1.0)
+    trainer = train.Trainer(config)
+    state = trainer.sharded_init_state()
+    batches = trainer.train_batches(0)
+    first = None
+    for _ in range(8):
+        state, metrics = trainer.train_step(state, next(batches))
+        first = float(metrics["loss"]) if first is None else first
+    assert float(metrics["loss"]) < first
+    layers = jax.device_get(metrics["layers"])
+    ratios = {k: v for k, v in layers.items() if k.startswith("trust_ratio/") and "kernel" in k}
+    assert ratios and all(np.isfinite(v) and v > 0 for v in ratios.values())
+    assert float(layers["trust_ratio/bn1/scale"]) == 1.0  # excluded: ndim 1
+
+
+def cli(workdir, *overrides, env=None, timeout=240):
+    cmd = [sys.executable, "-m", "lars_jax.main", "--config", os.path.join(ROOT, "experiments/fashion_mnist.py"),
+           "--workdir", str(workdir), "--config.global_batch_size=64", "--config.warmup_epochs=0",
+           "--config.log_every=2", "--config.layer_stats_every=2", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_end_to_end_then_resume(tmp_path):
+    first = cli(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2", "--config.eval_every=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("final_step", "test_accuracy", "test_loss", "train_loss", "wall_seconds", "images_per_second",
+                "global_batch_size", "num_devices", "num_processes", "config_name"):
+        assert key in results
+    assert results["final_step"] == 4 and results["num_devices"] == 8 and results["test_examples"] == 10000
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["resumed_from_step"] == 0
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert json.loads((tmp_path / "config.json").read_text())["global_batch_size"] == 64
+    assert "loss" in first.stderr and "img/s" in first.stderr and "ETA" in first.stderr
+
+    # The same command with a longer budget resumes at step 4 instead of starting over.
+    second = cli(tmp_path, "--config.total_steps=6", "--config.checkpoint_every=2", "--config.eval_every=6")
+    assert second.returncode == 0, second.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["resumed_from_step"] == 4 and results["final_step"] == 6
+    assert "step 2/6" not in second.stderr and "step 6/6" in second.stderr
+
+
+@pytest.mark.parametrize("override,field", [
+    ({"global_batch_size": 100}, "config.global_batch_size"),  # 8 devices
+    ({"model": "vgg"}, "config.model"),
+    ({"dataset": "mnist2"}, "config.dataset"),
+    ({"microbatches": 3, "global_batch_size": 64}, "config.global_batch_size"),
+    ({"bn_group_size": 3}, "config.bn_group_size"),
+])
+def test_bad_config_fails_before_compiling_naming_the_field(override, field):
+    with pytest.raises(configs.ConfigError, match=field):
+        train.Trainer(small_config(**override))
+
+
+def test_cli_reports_missing_data_with_the_fix(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = cli(tmp_path / "run", "--config.total_steps=2", f"--config.data_dir={tmp_path / 'tfds'}",
+               env={"LARS_JAX_FASHION_MNIST_DIR": str(empty), "LARS_JAX_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode != 0
+    assert "apt-get install -y dataset-fashion-mnist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_bad_batch_names_field(tmp_path):
+    proc = cli(tmp_path, "--config.global_batch_size=100", "--config.total_steps=2", timeout=120)
+    assert proc.returncode != 0 and "config.global_batch_size" in proc.stderr
+    assert "multiple of 8" in proc.stderr
