@@ -63,7 +63,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.global_batch_size = 256
     c.num_epochs = 5.0
     c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides num_epochs
-    c.microbatches = 1
+    c.microbatches = 1  # gradient accumulation: k pieces per device, one update per step
+    c.microbatch_unroll = ml_collections.FieldReference(None, field_type=bool)  # None: unroll on CPU only
     c.seed = 0
 
     # Loop.

@@ -8,13 +8,15 @@ AlexNet's dropout draws from the "dropout" rng stream when train=True.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from lars_jax.models.alexnet import AlexNet, AlexNetBN, lrn
-from lars_jax.models.flops import forward_flops
+from lars_jax.models.flops import analytic_macs, forward_flops
 from lars_jax.models.layers import GroupedBatchNorm
 from lars_jax.models.resnet import CifarResNet, ResNet, cifar_resnet, imagenet_resnet
 from lars_jax.models.small import SmallCNN
@@ -45,18 +47,16 @@ def create_model(name: str, *, num_classes: int, dtype=jnp.float32,
                  bn_group_size: int | None = None, **kwargs) -> nn.Module:
     """Builds model `name` (see MODELS); extra kwargs go to the model (e.g. variant="v1")."""
     if name not in MODELS:
-        raise ValueError(f"config.model: unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"config.model: unknown model {name!r}; "
+                         f"known: {', '.join(sorted(MODELS))}")
     return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype),
                         bn_group_size=bn_group_size, **kwargs)
 
 
 def param_count(params) -> int:
     """Number of scalars in a params pytree (works on jax.eval_shape outputs)."""
-    import math
-
-    import jax
     return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
 
 
-__all__ = ["MODELS", "create_model", "forward_flops", "param_count", "AlexNet", "AlexNetBN",
-           "CifarResNet", "GroupedBatchNorm", "ResNet", "SmallCNN", "lrn"]
+__all__ = ["MODELS", "create_model", "analytic_macs", "forward_flops", "param_count", "AlexNet",
+           "AlexNetBN", "CifarResNet", "GroupedBatchNorm", "ResNet", "SmallCNN", "lrn"]

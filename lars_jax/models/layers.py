@@ -57,6 +57,8 @@ class GroupedBatchNorm(nn.Module):
 
         b = x.shape[0]
         g = b if self.group_size is None else self.group_size
+        if self.is_initializing() and b % g:
+            g = b  # init's dummy batch may be any size; nothing is learned from it
         if g <= 0 or b % g:
             raise ValueError(f"bn_group_size={g} must divide the batch {b} seen by BatchNorm")
         # [B, ..., C] -> [B/g, g, ..., C]; stats over every axis but the group and feature axes.

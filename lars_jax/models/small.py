@@ -1,11 +1,14 @@
 """Small CNN for 28x28x1 inputs (Fashion-MNIST / MNIST), the project's default CPU model.
 
-conv3x3(32)-BN-ReLU-maxpool2 -> conv3x3(64)-BN-ReLU-maxpool2 -> dense 128-ReLU -> dense classes.
-A standard Keras/PyTorch-tutorial shape for Fashion-MNIST (no paper reference), chosen because
-XLA's CPU conv backward pass is the bottleneck on 2 cores: a second conv per stage roughly
-doubled the step time for little accuracy within 3-4 epochs. Convs have no bias (BN follows).
+conv3x3(32)-BN-ReLU-maxpool2 -> conv3x3(64)-BN-ReLU-maxpool2 -> dense 128-ReLU -> dense classes:
+the common tutorial shape for Fashion-MNIST (no paper behind it). Convs have no bias (BN follows).
 421,738 parameters at 10 classes (288 + 64 + 18,432 + 128 + 401,536 + 1,290; BN scale/bias
-included). Input x [B, 28, 28, C] (any H, W divisible by 4 works); output float32 [B, classes].
+included). Input x [B, 28, 28, C] (H, W divisible by 4); output float32 logits [B, classes].
+
+Measured here (2 shared CPU cores, batch 256, SGD+Nesterov 0.9, cosine LR from 0.02, no
+augmentation): 90.5% test accuracy after 3 epochs, 91.2% after 4; train step ~850-1,350 img/s.
+`convs_per_stage=2` (VGG-style stages) halved the step rate (453 vs 850 img/s), since XLA's CPU
+conv backward pass dominates, so the default is one conv per stage.
 """
 from __future__ import annotations
 

@@ -1,0 +1,126 @@
+"""Every experiments/*.py loads, validates, and builds its train step on abstract shapes.
+
+Nothing is initialised or run: `jax.eval_shape` traces the jitted step on the 8 fake CPU devices
+(conftest.py), so an experiment file whose fields, model, optimizer or batch split stop working
+fails here. ImageNet is absent on test machines, so the DatasetInfo comes from the known sizes.
+"""
+import glob
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from lars_jax import configs, data, parallel, schedules, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+NAMES = [os.path.splitext(os.path.basename(f))[0] for f in FILES]
+
+# Known split sizes, so no dataset has to be present (ImageNet never is on CI).
+SIZES = {  # dataset -> (num_train, num_eval, default image size, channels, classes)
+    "imagenet2012": (1281167, 50000, 224, 3, 1000),
+    "synthetic": (1281167, 1024, 224, 3, 1000),
+    "cifar10": (50000, 10000, 32, 3, 10),
+    "fashion_mnist": (60000, 10000, 28, 1, 10),
+}
+
+
+def load(path):
+    """What ml_collections' config_flags does with --config=path: import the file, get_config()."""
+    name = "experiment_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def info_for(config):
+    n_train, n_eval, size, ch, classes = SIZES[config.dataset]
+    size = config.image_size or size
+    return data.DatasetInfo(name=config.dataset, num_train=n_train, num_eval=n_eval,
+                            image_shape=(size, size, ch), num_classes=classes)
+
+
+def test_the_grid_is_complete():
+    """The issue's grid: one file per row of the paper's tables, plus the two reference recipes."""
+    expected = {"alexnet_512", "goyal_resnet50_8k", "mlperf_resnet50_32k"}
+    expected |= {f"alexnet_bn_{b}" for b in ("512", "1k", "2k", "4k", "8k", "16k", "32k")}
+    expected |= {f"resnet50_{b}{s}" for b in ("256", "8k", "16k", "32k") for s in ("", "_noaug")}
+    assert expected <= set(NAMES), sorted(expected - set(NAMES))
+
+
+@pytest.mark.parametrize("path", FILES, ids=NAMES)
+def test_config_loads_validates_and_matches_its_name(path):
+    config = load(path)
+    configs.validate(config, num_devices=8)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    assert config.name == stem or stem == "fashion_mnist"
+    # The batch in the name is the batch in the config (512, 1k = 1024, ...).
+    tag = next((t for t in stem.split("_") if t[:-1].isdigit() and t.endswith("k") or t.isdigit()), None)
+    if tag is not None:
+        expected = int(tag[:-1]) * 1024 if tag.endswith("k") else int(tag)
+        assert config.global_batch_size == expected
+    # Warmup fits in training, and the schedule builds for the dataset's epoch length.
+    info = info_for(config)
+    spe = max(1, info.num_train // config.global_batch_size)
+    schedule, total = schedules.make_schedule(config, spe)
+    assert total == round(config.num_epochs * spe)
+    assert math.isfinite(float(schedule(total // 2)))
+
+
+def _paper_values(config):
+    """Hyperparameters PAPER.md confirms for every LARS row of the paper's grid."""
+    return (config.trust_coefficient, config.momentum, config.poly_power, config.decay)
+
+
+@pytest.mark.parametrize("path", [f for f, n in zip(FILES, NAMES) if n.startswith(("alexnet_bn_", "resnet50_"))],
+                         ids=[n for n in NAMES if n.startswith(("alexnet_bn_", "resnet50_"))])
+def test_lars_rows_use_the_papers_confirmed_values(path):
+    config = load(path)
+    assert config.optimizer == "lars" and config.denominator == "paper"
+    assert _paper_values(config) == (0.001, 0.9, 2.0, "poly")
+    assert config.dataset == "imagenet2012" and config.dtype == "float32"
+    if config.model == "alexnet_bn":
+        assert config.num_epochs == 100 and config.image_size == 227
+    else:
+        assert config.model == "resnet50" and config.num_epochs == 90
+        assert config.augment == (not config.name.endswith("_noaug"))
+    warmups = {"alexnet_bn_4k": 13.0, "alexnet_bn_8k": 8.0}  # PAPER.md
+    if config.name in warmups:
+        assert config.warmup_epochs == warmups[config.name]
+
+
+def test_baselines_use_the_papers_confirmed_values():
+    alexnet = load(os.path.join(ROOT, "experiments", "alexnet_512.py"))
+    assert (alexnet.model, alexnet.global_batch_size, alexnet.base_learning_rate, alexnet.num_epochs,
+            alexnet.decay, alexnet.poly_power) == ("alexnet", 512, 0.01, 100, "poly", 2.0)
+    goyal = load(os.path.join(ROOT, "experiments", "goyal_resnet50_8k.py"))
+    peak = schedules.scaled_learning_rate(goyal.base_learning_rate, goyal.global_batch_size,
+                                          base_batch_size=goyal.base_batch_size, rule=goyal.lr_scaling)
+    assert peak == pytest.approx(0.1 * 8192 / 256)  # PAPER.md: LR = 0.1 * batch / 256
+    assert (goyal.optimizer, goyal.warmup_epochs, goyal.decay, goyal.num_epochs) == ("sgd", 5.0, "step", 90)
+
+
+@pytest.mark.parametrize("path", FILES, ids=NAMES)
+def test_train_step_builds_on_abstract_shapes(path):
+    """Trainer + jax.eval_shape(train_step) on 8 fake devices: traced, never compiled or run."""
+    config = load(path)
+    mesh = parallel.make_mesh(jax.devices()[:8])
+    info = info_for(config)
+    trainer = train.Trainer(config, mesh=mesh, info=info)
+    state = jax.eval_shape(trainer.init_state)
+    batch = trainer.abstract_batch()
+    assert batch["image"].shape == (config.global_batch_size, *info.image_shape)
+    new_state, metrics = jax.eval_shape(trainer.train_step, state, batch)
+    # The step maps the state onto itself: same tree, shapes and dtypes.
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    for name in ("loss", "accuracy", "grad_norm", "learning_rate"):
+        assert metrics[name].shape == () and jnp.issubdtype(metrics[name].dtype, jnp.floating), name
+    # The logits layer has one output per class.
+    kernels = [x for p, x in jax.tree_util.tree_leaves_with_path(state.params) if x.ndim == 2]
+    assert kernels[-1].shape[-1] == info.num_classes or any(k.shape[-1] == info.num_classes for k in kernels)
