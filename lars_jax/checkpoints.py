@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -39,3 +40,18 @@ class CheckpointManager:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def read_checkpoint(workdir: str, step: int | None = None) -> dict:
+    """The TrainState saved in workdir (latest step when None) as a nested dict of numpy arrays,
+    whatever devices or processes wrote it, without building a model: for analysis and tests."""
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    with ocp.CheckpointManager(directory) as manager:
+        step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    path = os.path.join(directory, str(step), "default")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))

@@ -63,6 +63,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.global_batch_size = 256
     c.num_epochs = 5.0
     c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides num_epochs
+    c.mesh = ml_collections.ConfigDict({"model": 1})  # model > 1: split large dense kernels (Fig. 1b)
     c.microbatches = 1  # gradient accumulation: k pieces per device, one update per step
     c.microbatch_unroll = ml_collections.FieldReference(None, field_type=bool)  # None: unroll on CPU only
     c.seed = 0
@@ -115,8 +116,8 @@ def validate_optimizer(config) -> None:
 def validate(config, *, num_devices: int | None = None) -> None:
     """Raises ConfigError for a config that cannot work, before anything is built or compiled.
 
-    num_devices: the global device count of the data axis; when given, the batch must divide by
-    num_devices * microbatches.
+    num_devices: the global device count; when given, the batch must divide by
+    (num_devices / mesh.model) * microbatches.
     """
     from lars_jax import data, models  # registries; imported lazily to keep this module light
 
@@ -138,7 +139,11 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"must be >= 0 (0 = off), got {config.layer_stats_every}")
     _require(0 <= config.label_smoothing < 1, "label_smoothing",
              f"must lie in [0, 1), got {config.label_smoothing}")
+    model = config.mesh.model
+    _require(isinstance(model, int) and model >= 1, "mesh.model", f"must be an int >= 1, got {model!r}")
     if num_devices is not None:
+        _require(num_devices % model == 0, "mesh.model", f"{model} does not divide the {num_devices} devices")
+        num_devices //= model  # data-parallel workers
         per_step = num_devices * config.microbatches
         _require(config.global_batch_size % per_step == 0, "global_batch_size",
                  f"{config.global_batch_size} does not divide over {num_devices} devices x "

@@ -22,6 +22,8 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for mu
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
+                     "Multi-host: a process whose peer is silent this long stops with an error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,7 +40,8 @@ def main(argv):
 
     if FLAGS.coordinator_address or FLAGS.distributed:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                                   heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     from lars_jax import configs, data, train
 
     logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,

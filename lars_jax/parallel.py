@@ -1,22 +1,56 @@
 """Device mesh, shardings and global-batch assembly for synchronous data parallelism.
 
-The mesh has one axis, `data`: the global batch is split over it and parameters are replicated
-(the paper's Figure 1a). XLA inserts the gradient all-reduce when the jitted step reduces the
-sharded batch's loss into replicated gradients.
+The mesh has axes (`data`, `model`): the global batch is split over `data` and parameters are
+replicated (the paper's Figure 1a), except that with `model` > 1 the large dense kernels are split
+over `model` (Figure 1b).
 """
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
+MIN_MODEL_SHARDED_SIZE = 2**18  # dense kernels at least this large are split over `model`
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over all global devices (or `devices`), in jax.devices() order, axis `data`."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+def make_mesh(devices=None, *, model: int = 1) -> Mesh:
+    """A (data, model) mesh over all global devices (or `devices`): data = len(devices) / model.
+
+    `model` > 1 splits the large dense kernels over that many devices (the paper's Figure 1b);
+    the batch is split over `data` only. Device order from mesh_utils (topology-aware on TPU/GPU).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if model < 1 or len(devices) % model:
+        raise ValueError(f"config.mesh.model: {model} does not divide the {len(devices)} devices")
+    shape = (len(devices) // model, model)
+    try:
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
+
+
+def data_size(mesh: Mesh) -> int:
+    """Number of data-parallel workers: the size of the `data` axis."""
+    return mesh.shape[DATA_AXIS]
+
+
+def state_shardings(abstract_state, mesh: Mesh):
+    """NamedShardings for a TrainState: dense kernels [in, out] of at least MIN_MODEL_SHARDED_SIZE
+    elements (and their optimizer moments, which share the shape) split their output dimension
+    over `model`; everything else is replicated."""
+    model = mesh.shape[MODEL_AXIS]
+
+    def spec(x):
+        if (model > 1 and len(x.shape) == 2 and x.size >= MIN_MODEL_SHARDED_SIZE
+                and x.shape[1] % model == 0):
+            return NamedSharding(mesh, P(None, MODEL_AXIS))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(spec, abstract_state)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -24,7 +58,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over `data`, the rest replicated."""
+    """Leading (batch) axis split over `data`, the rest replicated (also over `model`)."""
     return NamedSharding(mesh, P(DATA_AXIS))
 
 

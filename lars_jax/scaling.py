@@ -422,7 +422,8 @@ def paper_checks(models: dict[str, ModelFacts] | None = None, overlap: float = 0
     rows.append({"figure": "ResNet-50, 90 epochs: ~1e18 single-precision operations", "reported": 1e18,
                  "model": total, "error": _err(total, 1e18),
                  "fitted": "nothing; ours = 90 x 1,281,167 x 3 x XLA forward FLOPs (a multiply-add = 2). "
-                           f"Counting a multiply-add as one operation gives {total / 2:.3g} ({_err(total / 2, 1e18):+.0%})"})
+                           f"Counting a multiply-add as one operation gives {total / 2:.3g} "
+                           f"({_err(total / 2, 1e18):+.0%})"})
     m40_eff = total / (PAPER["m40_days"] * 86400 * DEVICES["M40"].peak_fp32)
     rows.append({"figure": "ResNet-50, 90 epochs: 14 days on one M40", "reported": PAPER["m40_days"] * 86400,
                  "model": None, "error": None,
@@ -648,7 +649,8 @@ def run(measured: dict[str, tuple[float, str]] | None = None, models_path: str |
     cost_curves = {}
     for name in ("P100", "V100", "A100", "KNL 7250"):
         how, kw = device_throughput(name, models, eff, measured)
-        rows = [predict(rn50, DEVICES[name], p, 32768, 90, **kw).as_dict() for p in (8, 32, 128, 256, 512, 1024, 2048)]
+        rows = [predict(rn50, DEVICES[name], p, 32768, 90, **kw).as_dict()
+                for p in (8, 32, 128, 256, 512, 1024, 2048)]
         cost_curves[f"{name} ({how.split(' (')[0]})"] = rows
     return {
         "constants": {"imagenet_train": IMAGENET_TRAIN, "paper_imagenet_train": PAPER_IMAGENET_TRAIN,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -135,8 +137,9 @@ def make_train_step(model, tx: optax.GradientTransformation, config, *, num_clas
         grads, stats, loss = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss)), axis)
         return grads, stats, loss, jax.lax.psum(correct, axis)
 
+    # Manual over `data` only: a `model` axis stays automatic, so split kernels remain split.
     sharded_grads = jax.shard_map(device_grads, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
-                                  out_specs=P(), check_vma=False)
+                                  out_specs=P(), axis_names={axis}, check_vma=False)
 
     def train_step(state: TrainState, batch):
         images, labels = batch["image"], batch["label"]
@@ -145,12 +148,15 @@ def make_train_step(model, tx: optax.GradientTransformation, config, *, num_clas
                                                           step_key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": optax.global_norm(grads),
+                   # the loss is computed before the update: this catches a step that broke the params
+                   "param_norm": optax.global_norm(params)}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
-        if config.layer_stats_every:
-            stats = optim.layer_stats(state.params, grads, **stats_kwargs)
-            metrics["layers"] = optim.flatten_layer_stats(stats)
+        if config.layer_stats_every:  # computed only on the steps that log them; zeros otherwise
+            stats = lambda: optim.flatten_layer_stats(optim.layer_stats(state.params, grads, **stats_kwargs))  # noqa: E731
+            skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(stats))  # noqa: E731
+            metrics["layers"] = jax.lax.cond((state.step + 1) % config.layer_stats_every == 0, stats, skip)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
 
@@ -190,17 +196,16 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, mesh=None, info: data.DatasetInfo | None = None):
         """info: the dataset's DatasetInfo; None reads it (and prepares the data) via data.get_info."""
-        self.mesh = mesh or parallel.make_mesh()
+        self.mesh = mesh or parallel.make_mesh(model=config.mesh.model)
         configs.validate(config, num_devices=self.mesh.size)
         self.config = config
         self.info = info or data.get_info(config)
         self.steps_per_epoch = max(1, self.info.num_train // config.global_batch_size)
         self.tx, self.schedule = optim.make_optimizer(config, self.steps_per_epoch)
         self.total_steps = schedules.total_steps(config, self.steps_per_epoch)
-        self.model = create_model(config, self.info, self.mesh.size)
+        self.model = create_model(config, self.info, parallel.data_size(self.mesh))
         repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        abstract = jax.eval_shape(self.init_state)
-        self.state_sharding = jax.tree.map(lambda _: repl, abstract)
+        self.state_sharding = parallel.state_shardings(jax.eval_shape(self.init_state), self.mesh)
         step = make_train_step(self.model, self.tx, config, num_classes=self.info.num_classes,
                                mesh=self.mesh, schedule=self.schedule)
         self.train_step = jax.jit(step, in_shardings=(self.state_sharding, batch), out_shardings=(
@@ -232,8 +237,36 @@ def _every(value, default: int) -> int:
     return int(value) if value else default
 
 
+class PreemptionWatch:
+    """Has SIGTERM (a preemption notice) arrived? In a multi-process run every process must stop
+    at the same step, so JAX's preemption sync point decides; alone, a signal handler does."""
+
+    def __init__(self):
+        self._signalled = False
+        self._multi = jax.process_count() > 1
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self._signalled = True
+
+    def __call__(self, step: int) -> bool:
+        if self._multi:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._signalled
+
+    def close(self):
+        if hasattr(self, "_previous"):
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (resuming from workdir's latest checkpoint), evaluates, writes results.json."""
+    """Trains (resuming from workdir's latest checkpoint), evaluates, writes results.json.
+
+    Returns the results dict; on SIGTERM it checkpoints the current step and returns early with
+    results["preempted"] = True (rerunning the same command resumes there).
+    """
     from clu import metric_writers, periodic_actions
 
     from lars_jax import checkpoints
@@ -247,8 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f.write(config.to_json_best_effort(indent=2))
 
     ckpt = checkpoints.CheckpointManager(workdir, keep=config.keep_checkpoints)
-    state = trainer.sharded_init_state()
-    state = ckpt.restore_latest(state)
+    state = ckpt.restore_latest(trainer.sharded_init_state())
     start_step = int(jax.device_get(state.step))
     if start_step:
         logging.info("Resumed from checkpoint at step %d in %s", start_step, ckpt.directory)
@@ -262,8 +294,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start_step == 0:
         writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
     progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=log_every)
+    preempted = PreemptionWatch()
     logging.info("Training %s: %d steps (%d per epoch), global batch %d on %d devices in %d processes",
                  config.name, total, spe, config.global_batch_size, trainer.mesh.size, jax.process_count())
+    if trainer.mesh.shape[parallel.MODEL_AXIS] > 1:
+        logging.info("Mesh %s: dense kernels of >= %d elements split over 'model'", dict(trainer.mesh.shape),
+                     parallel.MIN_MODEL_SHARDED_SIZE)
 
     pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
     eval_metrics: dict = {}
@@ -272,21 +308,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     images_seen, train_seconds, compile_seconds = 0, 0.0, 0.0
     batches = trainer.train_batches(start_step)
     step = start_step
-    while step < total:
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = trainer.train_step(state, next(batches))
-        step += 1
-        pending.append((step, metrics))
-        progress(step)
-        if step == start_step + 1:  # the first step compiles: keep it out of images/s
-            jax.block_until_ready(state)
-            compile_seconds = time.time() - window_start
-            window_start = time.time()
-        else:
-            window_steps += 1
-        last = step == total
-        if step % log_every == 0 or last or step % ckpt_every == 0 or step % eval_every == 0:
-            fetched = _check_finite(jax.device_get(pending), ckpt)
+    stopped_early = False
+    try:
+        while step < total:
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = trainer.train_step(state, next(batches))
+            step += 1
+            pending.append((step, metrics))
+            progress(step)
+            if step == start_step + 1:  # the first step compiles: keep it out of images/s
+                jax.block_until_ready(state)
+                compile_seconds = time.time() - window_start
+                window_start = time.time()
+            else:
+                window_steps += 1
+            stopped_early = preempted(step)
+            last = step == total
+            if not (step % log_every == 0 or last or stopped_early or step % ckpt_every == 0
+                    or step % eval_every == 0):
+                continue
+            fetched = _check_finite(jax.device_get(pending), ckpt)  # before any checkpoint of them
+            pending.clear()
             elapsed = time.time() - window_start
             ips = window_steps * config.global_batch_size / max(elapsed, 1e-9)
             images_seen += window_steps * config.global_batch_size
@@ -295,15 +337,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             scalars = {"train_loss": train_loss,
                        "train_accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
                        "learning_rate": float(fetched[-1][1]["learning_rate"]),
-                       "grad_norm": float(fetched[-1][1]["grad_norm"]), "images_per_second": ips}
+                       "grad_norm": float(fetched[-1][1]["grad_norm"]),
+                       "param_norm": float(fetched[-1][1]["param_norm"]), "images_per_second": ips}
             writer.write_scalars(step, scalars)
             if config.layer_stats_every and any(s % config.layer_stats_every == 0 for s, _ in fetched):
                 s, m = next((s, m) for s, m in reversed(fetched) if s % config.layer_stats_every == 0)
                 writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
-            eta = (total - step) * elapsed / max(window_steps, 1) if window_steps else float("nan")
+            eta = (total - step) * elapsed / window_steps if window_steps else float("nan")
             logging.info("step %d/%d  loss %.4f  acc %.3f  lr %.4g  %.0f img/s  ETA %s", step, total, train_loss,
                          scalars["train_accuracy"], scalars["learning_rate"], ips, _hms(eta))
-            pending.clear()
+            if stopped_early:
+                ckpt.save(step, state)
+                ckpt.wait()
+                logging.warning("SIGTERM: stopped at step %d/%d and wrote a checkpoint to %s; run the same "
+                                "command again to resume.", step, total, ckpt.directory)
+                break
             if step % eval_every == 0 or last:
                 eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
                 writer.write_scalars(step, {k: v for k, v in eval_metrics.items() if k != "test_examples"})
@@ -312,37 +360,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if step % ckpt_every == 0 or last:
                 ckpt.save(step, state)
             window_start, window_steps = time.time(), 0
-    ckpt.wait()
-    writer.flush()
-    if not eval_metrics:  # resumed at the end: nothing ran, evaluate what was restored
-        eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
+        ckpt.wait()
+        if not eval_metrics and not stopped_early:  # resumed at the end: evaluate what was restored
+            eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
+    finally:  # also on errors: finish checkpoint writes in flight so none is left half-written
+        preempted.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.flush()
+        writer.close()
     results = {
-        "config_name": config.name, "final_step": step, "epochs": step / spe,
-        "test_accuracy": eval_metrics["test_accuracy"], "test_loss": eval_metrics["test_loss"],
-        "test_examples": eval_metrics["test_examples"], "train_loss": train_loss,
+        "config_name": config.name, "final_step": step, "total_steps": total, "epochs": step / spe,
+        "preempted": stopped_early,
+        "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
+        "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
         "wall_seconds": time.time() - t_start, "train_seconds": train_seconds,
         "compile_seconds": compile_seconds,
         "images_per_second": images_seen / train_seconds if train_seconds else float("nan"),
         "global_batch_size": config.global_batch_size, "num_devices": trainer.mesh.size,
         "num_processes": jax.process_count(), "resumed_from_step": start_step,
     }
-    if is_main:
+    if is_main and not stopped_early:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-    ckpt.close()
-    writer.close()
     return results
 
 
 def _check_finite(fetched, ckpt):
     for step, m in fetched:
-        if not math.isfinite(float(m["loss"])):
+        loss, norm = float(m["loss"]), float(m["param_norm"])
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            ckpt.wait()
             last = ckpt.latest_step()
-            where = f"the last good checkpoint is step {last} in {ckpt.directory}, left intact" if last is not None \
-                else "no checkpoint was written yet"
+            where = (f"the last good checkpoint is step {last} in {ckpt.directory}, left intact"
+                     if last is not None else "no checkpoint was written yet")
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"the parameters' norm is {norm}"
             raise NonFiniteLossError(
-                f"loss is {float(m['loss'])} at step {step}: training diverged; {where}. Lower "
-                f"config.base_learning_rate, lengthen config.warmup_epochs, or check the data.")
+                f"{what} at step {step}: training diverged; {where}. Lower config.base_learning_rate, "
+                f"lengthen config.warmup_epochs, or check the data.")
     return fetched
 
 

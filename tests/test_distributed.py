@@ -1,0 +1,225 @@
+"""Distributed properties, each against an independent run: microbatching, multi-process, resume
+after kill -9, SIGTERM, divergence guard, bf16, and the step's all-reduce bytes."""
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cli_runner
+from lars_jax import checkpoints, collectives, configs, data, parallel, train
+
+FMNIST = data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
+
+
+def small_config(**overrides):
+    c = configs.get_base_config()
+    c.update(global_batch_size=64, total_steps=10, warmup_epochs=0.0, base_learning_rate=2.0, augment=False,
+             layer_stats_every=0)
+    c.update(overrides)
+    return c
+
+
+def steps(config, n, devices=None):
+    trainer = train.Trainer(config, mesh=parallel.make_mesh(devices))
+    state = trainer.sharded_init_state()
+    batches = trainer.train_batches(0)
+    for _ in range(n):
+        state, metrics = trainer.train_step(state, next(batches))
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def max_rel_diff(a_tree, b_tree):
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(a))), 1e-12))
+               for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)))
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_microbatches_4_equal_1_with_same_bn_groups(unroll):
+    # 8 devices x 8 examples; with k = 4 each piece holds 2 examples per device. BN groups of 2
+    # make the normalisation identical, so only float32 summation order differs.
+    one, m1 = steps(small_config(bn_group_size=2, microbatches=1), 2)
+    four, m4 = steps(small_config(bn_group_size=2, microbatches=4, microbatch_unroll=unroll), 2)
+    diff = max_rel_diff(one.params, four.params)
+    print(f"microbatches 4 vs 1 (unroll={unroll}): max relative param difference {diff:.2e}")
+    assert diff < 1e-4
+    assert max_rel_diff(one.batch_stats, four.batch_stats) < 1e-4
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+
+
+def test_microbatch_memory_scales_with_the_piece_not_the_batch():
+    # Rolled loop (the GPU/TPU default): temp memory of k=8 pieces of 16 ~ one batch of 16.
+    sizes = {}
+    for k in (1, 8):
+        c = small_config(global_batch_size=16 * 8 * k, microbatches=k, microbatch_unroll=False)
+        trainer = train.Trainer(c, info=FMNIST)
+        compiled = trainer.train_step.lower(jax.eval_shape(trainer.init_state), trainer.abstract_batch()).compile()
+        sizes[k] = compiled.memory_analysis().temp_size_in_bytes
+    print(f"temp bytes: k=1 {sizes[1]:,}, k=8 (8x the batch) {sizes[8]:,}")
+    assert sizes[8] < 1.5 * sizes[1]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_one_gradient_all_reduce_per_step(k):
+    c = small_config(global_batch_size=256, microbatches=k)
+    trainer = train.Trainer(c, info=FMNIST)
+    report = collectives.all_reduce_report(trainer)
+    print(report)
+    # gradient bytes + BatchNorm running statistics + the loss: nothing per microbatch
+    assert report["all_reduce_bytes_in_loops"] == 0
+    assert report["all_reduce_bytes"] == report["gradient_bytes"] + report["batch_stats_bytes"] + 4 + 4
+
+
+def test_bfloat16_trains_and_keeps_float32_params():
+    trainer = train.Trainer(small_config(dtype="bfloat16", base_learning_rate=1.0, total_steps=12,
+                                         global_batch_size=128))
+    state = trainer.sharded_init_state()
+    batches = trainer.train_batches(0)
+    losses = []
+    for _ in range(12):
+        state, metrics = trainer.train_step(state, next(batches))
+        losses.append(float(metrics["loss"]))
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state)} <= {jnp.dtype("float32"), jnp.dtype("int32")}
+
+
+def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
+    # warmup starts at LR 0, so step 1 leaves the params as they were and is checkpointed; step 2's
+    # LR of 5e29 breaks them.
+    proc = cli_runner.run(tmp_path, "--config.total_steps=12", "--config.checkpoint_every=1",
+                          "--config.base_learning_rate=1e30", "--config.warmup_epochs=0.0022", devices=2,
+                          timeout=240)
+    assert proc.returncode != 0
+    msg = proc.stderr
+    assert "training diverged" in msg and "at step 2" in msg and "Traceback" not in msg
+    saved = checkpoints.read_checkpoint(tmp_path)
+    assert f"last good checkpoint is step {int(saved['step'])}" in msg
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(saved["params"]))
+
+
+def test_two_processes_equal_one_process_four_devices(tmp_path):
+    overrides = ("--config.total_steps=3", "--config.bn_group_size=8", "--config.eval_every=3")
+    ref = cli_runner.run(tmp_path / "one", *overrides, devices=4)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    port = cli_runner.free_port()
+    procs = [cli_runner.start(tmp_path / "two", *overrides, *cli_runner.multiprocess_flags(port, 2, i),
+                              devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0], (tmp_path / "log0").read_text()[-2000:] + (tmp_path / "log1").read_text()[-2000:]
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert results["num_processes"] == 2 and results["num_devices"] == 4
+    a, b = checkpoints.read_checkpoint(tmp_path / "one"), checkpoints.read_checkpoint(tmp_path / "two")
+    assert int(a["step"]) == int(b["step"]) == 3
+    diff = max_rel_diff(a["params"], b["params"])
+    print(f"2 processes x 2 devices vs 1 x 4: max relative param difference {diff:.2e}")
+    assert diff < 1e-5  # the same devices and groups; only the all-reduce (gloo vs in-process) order may differ
+
+
+def test_a_dead_peer_stops_the_survivor_in_bounded_time(tmp_path):
+    port = cli_runner.free_port()
+    overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
+    procs = [cli_runner.start(tmp_path / "run", *overrides, *cli_runner.multiprocess_flags(port, 2, i, heartbeat=5),
+                              devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
+    try:
+        deadline = time.time() + 240
+        while "step 3/" not in (tmp_path / "log0").read_text():
+            assert time.time() < deadline and procs[0].poll() is None, (tmp_path / "log0").read_text()[-2000:]
+            time.sleep(0.5)
+        procs[1].kill()
+        killed_at = time.time()
+        code = procs[0].wait(timeout=120)
+        waited = time.time() - killed_at
+    finally:
+        for p in procs:
+            p.kill()
+    log = (tmp_path / "log0").read_text()
+    print(f"survivor exited with {code} after {waited:.1f} s")
+    assert code != 0
+    assert waited < 120
+    # JAX's coordination service names the failure: "tasks are unhealthy (stopped sending heartbeats)"
+    assert "stopped sending heartbeats" in log, log[-3000:]
+
+
+def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    overrides = ("--config.total_steps=14", "--config.checkpoint_every=2", "--config.eval_every=14",
+                 "--config.augment=True")
+    ref = cli_runner.run(tmp_path / "ref", *overrides, devices=2)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    proc = cli_runner.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
+    try:
+        deadline = time.time() + 240
+        while "step 7/" not in (tmp_path / "log").read_text():
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    rerun = cli_runner.run(tmp_path / "run", *overrides, devices=2)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0 < results["resumed_from_step"] < 14
+    a, b = checkpoints.read_checkpoint(tmp_path / "ref"), checkpoints.read_checkpoint(tmp_path / "run")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
+    proc = cli_runner.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
+    try:
+        deadline = time.time() + 240
+        while "step 4/" not in (tmp_path / "log").read_text():
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    log = (tmp_path / "log").read_text()
+    assert code == 0, log[-2000:]
+    assert "SIGTERM: stopped at step" in log
+    stopped = int(log.split("SIGTERM: stopped at step ")[1].split("/")[0])
+    assert stopped >= 4 and int(checkpoints.read_checkpoint(tmp_path / "run")["step"]) == stopped
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+
+
+def test_all_reduce_parser_finds_collectives_inside_loops():
+    mesh = parallel.make_mesh()
+
+    def per_device(x):  # x [k, n] on each device: one psum per loop iteration
+        return jax.lax.scan(lambda c, xi: (c + jax.lax.psum(xi, "data"), None), jnp.zeros(x.shape[1]), x)[0]
+
+    f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=jax.sharding.PartitionSpec(None, "data"),
+                              out_specs=jax.sharding.PartitionSpec("data"), check_vma=False))
+    hlo = f.lower(jax.ShapeDtypeStruct((4, 8 * 256), jnp.float32)).compile().as_text()
+    found = collectives.all_reduces(hlo)
+    assert found and all(in_loop for _, in_loop in found)
+    assert sum(b for b, _ in found) == 256 * 4
+
+
+def test_model_axis_splits_dense_kernels_and_matches_one_device():
+    config = small_config(bn_group_size=8)
+    one, _ = steps(config, 3, devices=jax.devices()[:1])
+    config.mesh.model = 2  # 4 data-parallel workers x 2-way split of fc1's kernel
+    trainer = train.Trainer(config)
+    assert dict(trainer.mesh.shape) == {"data": 4, "model": 2}
+    state = trainer.sharded_init_state()
+    assert state.params["fc1"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert state.params["conv1"]["kernel"].sharding.is_fully_replicated
+    batches = trainer.train_batches(0)
+    for _ in range(3):
+        state, _ = trainer.train_step(state, next(batches))
+    assert state.params["fc1"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    diff = max_rel_diff(one.params, jax.device_get(state.params))
+    print(f"model axis 2 x data 4 vs 1 device: max relative param difference {diff:.2e}")
+    assert diff < 1e-4
