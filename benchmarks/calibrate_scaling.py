@@ -5,17 +5,21 @@
 
 For each run (the Fashion-MNIST small_cnn of experiments/fashion_mnist.py, and a CIFAR-shaped
 ResNet-20 with LARS) the script
-  1. measures single-device throughput at half the timed batch (the model's only compute input);
+  1. measures single-device throughput at half the timed batch, and the 1-device step at the batch;
   2. measures the all-reduce on the 8 fake devices at several message sizes and fits the ring
      model's alpha and bandwidth to it (2(p-1) alpha + 2(p-1)/p bytes / bw);
-  3. predicts with lars_jax.scaling the step at the timed batch on 1 device and on 8 devices;
-  4. measures both, and reports prediction vs measurement.
+  3. predicts with lars_jax.scaling the 1-device step from the half-batch throughput, and the
+     8-device step from the 1-device step (the model's compute input) and the fitted all-reduce;
+  4. measures the 8-device step, and reports prediction vs measurement.
 The 8 "devices" are XLA host devices sharing this machine's cores, so they add no compute: the
 model's device throughput for the 8-device prediction is the host's divided by 8 (the compute term
 equals the 1-device one) plus the all-reduce. Measured, XLA:CPU's single-device step leaves part of
-the cores idle that 8 concurrent devices use, so a second, lower bound is printed: compute divided
-by min(8, cores). What neither models (each device repeating the replicated optimizer update,
-per-tensor all-reduces, other processes on the machine) shows up as the error.
+the cores idle that 8 concurrent devices use, so a second prediction is printed: compute divided by
+min(8, cores), and a third that also takes the 1-device throughput at the 8-device run's
+per-device batch (XLA:CPU runs small batches faster per image: throughput is not constant in
+batch). What none models (each device repeating the replicated optimizer update, per-tensor
+all-reduces, other processes on the machine) shows up as the error. The four setups of a run are
+timed round-robin, one step each per round, so that load from other processes hits all alike.
 
     python benchmarks/calibrate_scaling.py --resnet50-throughput [--out .../scaling_gpu.json]
 
@@ -98,7 +102,8 @@ def time_calls(fn, steps: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def step_times(config, info, n_devices: int, batch: int, steps: int) -> dict:
+def make_stepper(config, info, n_devices: int, batch: int):
+    """A compiled train step of `config` at `batch` on the first n_devices: () -> new state."""
     config = config.copy_and_resolve_references()
     config.global_batch_size = batch
     mesh = parallel.make_mesh(jax.devices()[:n_devices])
@@ -110,14 +115,33 @@ def step_times(config, info, n_devices: int, batch: int, steps: int) -> dict:
                                 "label": rng.integers(0, info.num_classes, batch, dtype=np.int32)}, mesh)
 
     def step():
-        holder["state"], metrics = trainer.train_step(holder["state"], gb)
+        holder["state"], _ = trainer.train_step(holder["state"], gb)
         return holder["state"]
 
     jax.block_until_ready(step())  # compile
-    compile_s = time.perf_counter() - t0
-    times = time_calls(step, steps, warmup=1)
-    return {"devices": n_devices, "batch": batch, "median_s": statistics.median(times), "times_s": times,
-            "compile_and_first_step_s": compile_s}
+    jax.block_until_ready(step())  # warm
+    step.info = {"devices": n_devices, "batch": batch, "compile_and_first_step_s": time.perf_counter() - t0}
+    return step
+
+
+def step_times(config, info, n_devices: int, batch: int, steps: int) -> dict:
+    step = make_stepper(config, info, n_devices, batch)
+    times = time_calls(step, steps, warmup=0)
+    return {**step.info, "median_s": statistics.median(times), "times_s": times}
+
+
+def interleaved_step_times(config, info, setups: dict, steps: int) -> dict:
+    """{name: (n_devices, batch)} -> {name: timing}; one step of each setup per round, so that load
+    from other processes on the machine falls on all setups alike."""
+    steppers = {name: make_stepper(config, info, n, b) for name, (n, b) in setups.items()}
+    times = {name: [] for name in steppers}
+    for _ in range(steps):
+        for name, step in steppers.items():
+            t = time.perf_counter()
+            jax.block_until_ready(step())
+            times[name].append(time.perf_counter() - t)
+    return {name: {**steppers[name].info, "median_s": statistics.median(ts), "times_s": ts}
+            for name, ts in times.items()}
 
 
 def allreduce_fit(n_devices: int = 8, sizes=(2 ** 14, 2 ** 17, 2 ** 20, 2 ** 22, 2 ** 24), repeats: int = 9) -> dict:
@@ -191,34 +215,41 @@ def main():
     print(f"all-reduce on 8 host devices: alpha {comm['alpha_s'] * 1e6:.1f} us, "
           f"bandwidth {comm['bandwidth_Bps'] / 1e9:.2f} GB/s (ring fit)")
     for r in comm["rows"]:
-        print(f"  {r['bytes'] / 2 ** 20:8.3f} MiB: measured {r['median_s'] * 1e3:8.3f} ms, fit {r['fit_s'] * 1e3:8.3f} ms")
+        print(f"  {r['bytes'] / 2 ** 20:8.3f} MiB: measured {r['median_s'] * 1e3:8.3f} ms, "
+              f"fit {r['fit_s'] * 1e3:8.3f} ms")
 
     results = []
     for run in RUNS:
         config, info = run["config"](), run["info"]
         model = facts[run["model"]]
         batch = config.global_batch_size if args.run_batch else run["batch"]
-        probe = step_times(config, info, 1, batch // 2, args.steps)
+        timed = interleaved_step_times(config, info, {"probe": (1, batch // 2), "one": (1, batch),
+                                                      "small": (1, batch // 8), "eight": (8, batch)}, args.steps)
+        probe, one, small, eight = (timed[k] for k in ("probe", "one", "small", "eight"))
         host_ips = probe["batch"] / probe["median_s"]  # images/s of one host device
-        one = step_times(config, info, 1, batch, args.steps)
-        eight = step_times(config, info, 8, batch, args.steps)
+        ips_small = small["batch"] / small["median_s"]  # at the 8-device run's per-device batch
         grad_bytes = model.gradient_bytes()
         t_comm8 = scaling.ring_allreduce_time(grad_bytes, 8, comm["bandwidth_Bps"], comm["alpha_s"])
-        # 1 device: all compute, no all-reduce. 8 host devices, "shared host": each runs at
-        # host_ips / 8, so the compute term is the 1-device one, plus the all-reduce. "All cores":
-        # a lower bound for when one device leaves cores idle that 8 concurrent devices can use:
-        # compute / min(8, cores).
+        # 1 device at B, from the throughput measured at B / 2: all compute, no all-reduce.
         pred1 = scaling.iteration_time(batch / host_ips, 0.0)
-        pred8 = scaling.iteration_time((batch / 8) / (host_ips / 8), t_comm8)
-        pred8_cores = scaling.iteration_time(batch / host_ips / min(8, cores), t_comm8)
-        naive8 = scaling.iteration_time((batch / 8) / host_ips, t_comm8)  # as if 8 real devices
+        # 8 host devices at B, from the 1-device step at B: "shared host": each device runs at the
+        # host's throughput / 8, so the compute term is the 1-device step, plus the all-reduce.
+        # "All cores": for when one device leaves cores idle that 8 concurrent devices can use.
+        t1 = one["median_s"]
+        pred8 = scaling.iteration_time(t1, t_comm8)
+        pred8_cores = scaling.iteration_time(t1 / min(8, cores), t_comm8)
+        naive8 = scaling.iteration_time(t1 / 8, t_comm8)  # as if 8 real devices
         rows = [
-            {"devices": 1, "batch": batch, "model": "host throughput", "predicted_s": pred1,
-             "measured_s": one["median_s"]},
-            {"devices": 8, "batch": batch, "model": "shared host (compute = 1-device) + ring all-reduce",
+            {"devices": 1, "batch": batch, "model": f"from the 1-device throughput at batch {batch // 2}",
+             "predicted_s": pred1, "measured_s": one["median_s"]},
+            {"devices": 8, "batch": batch, "model": "shared host: the 1-device step + ring all-reduce",
              "predicted_s": pred8, "measured_s": eight["median_s"], "t_comm_predicted_s": t_comm8},
-            {"devices": 8, "batch": batch, "model": f"all {cores} cores busy (compute / {min(8, cores)}) + ring "
-             "all-reduce: lower bound", "predicted_s": pred8_cores, "measured_s": eight["median_s"]},
+            {"devices": 8, "batch": batch, "model": f"the 1-device step / {min(8, cores)} (all {cores} cores busy) "
+             "+ ring all-reduce", "predicted_s": pred8_cores, "measured_s": eight["median_s"]},
+            {"devices": 8, "batch": batch, "model": f"throughput at the per-device batch {batch // 8} (1 device), "
+             f"/ {min(8, cores)} cores + ring all-reduce",
+             "predicted_s": scaling.iteration_time(batch / ips_small / min(8, cores), t_comm8),
+             "measured_s": eight["median_s"]},
             {"devices": 8, "batch": batch, "model": "as if 8 real devices (wrong here, for contrast)",
              "predicted_s": naive8, "measured_s": eight["median_s"]},
         ]
@@ -226,7 +257,7 @@ def main():
             r["error"] = r["predicted_s"] / r["measured_s"] - 1
         results.append({"run": run["label"], "model": run["model"], "params": model.params,
                         "gradient_bytes": grad_bytes, "forward_flops": model.forward_flops,
-                        "probe": probe, "host_images_per_s": host_ips,
+                        "probe": probe, "host_images_per_s": host_ips, "probe_per_device_batch": small,
                         "host_effective_gflops": host_ips * model.train_flops() / 1e9,
                         "measured": {"1": one, "8": eight}, "rows": rows})
         print(f"\n{run['label']}: single-device throughput {host_ips:,.0f} img/s at batch {probe['batch']} "
@@ -234,7 +265,8 @@ def main():
               f"{grad_bytes / 1e6:.2f} MB predicted {t_comm8 * 1e3:.2f} ms")
         print(f"  {'devices':>7} {'batch':>6} {'predicted':>10} {'measured':>10} {'error':>7}  model")
         for r in rows:
-            print(f"  {r['devices']:>7} {r['batch']:>6} {r['predicted_s'] * 1e3:>8.1f}ms {r['measured_s'] * 1e3:>8.1f}ms "
+            print(f"  {r['devices']:>7} {r['batch']:>6} {r['predicted_s'] * 1e3:>8.1f}ms "
+                  f"{r['measured_s'] * 1e3:>8.1f}ms "
                   f"{r['error']:>+7.1%}  {r['model']}")
 
     doc = {"allreduce": comm, "runs": results, "cores": cores, "machine": platform.machine(),

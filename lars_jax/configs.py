@@ -36,6 +36,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # activation / matmul dtype; params and optimizer state stay float32
     c.bn_group_size = ml_collections.FieldReference(None, field_type=int)  # None = per-device batch
     c.label_smoothing = 0.0
+    c.resnet_variant = "v1.5"  # ResNets only: v1.5 (stride in the 3x3, MLPerf) or v1 (in the first 1x1)
+    c.zero_init_last_bn = False  # ResNets only: zero the last BN scale of each residual block
 
     # Optimizer (see lars_jax.optim.make_optimizer).
     c.optimizer = "lars"
@@ -43,6 +45,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.base_batch_size = 256
     c.lr_scaling = "none"  # none | linear | sqrt: peak = base * f(global_batch / base_batch)
     c.warmup_epochs = 1.0
+    c.warmup_init_learning_rate = 0.0  # warmup rises linearly from this LR to the peak
     c.decay = "poly"  # poly | cosine | step | constant
     c.poly_power = 2.0  # the paper's gamma_0 * (1 - t/T)^2
     c.end_learning_rate = 0.0
@@ -106,6 +109,8 @@ def validate_optimizer(config) -> None:
              f"must be > 0, got {config.trust_coefficient}")
     _require(config.eps >= 0, "eps", f"must be >= 0, got {config.eps}")
     _require(config.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {config.warmup_epochs}")
+    _require(config.warmup_init_learning_rate >= 0, "warmup_init_learning_rate",
+             f"must be >= 0, got {config.warmup_init_learning_rate}")
     _require(config.poly_power > 0, "poly_power", f"must be > 0, got {config.poly_power}")
     _require(0 < config.step_decay_factor <= 1, "step_decay_factor",
              f"must lie in (0, 1], got {config.step_decay_factor}")
@@ -126,6 +131,7 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _require(config.model in models.MODELS, "model",
              f"unknown model {config.model!r}; known: {', '.join(sorted(models.MODELS))}")
     _one_of(config, "dtype", DTYPES)
+    _one_of(config, "resnet_variant", ("v1", "v1.5"))
     validate_optimizer(config)
     _require(config.global_batch_size > 0, "global_batch_size",
              f"must be > 0, got {config.global_batch_size}")

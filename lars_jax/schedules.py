@@ -1,7 +1,7 @@
 """Learning-rate schedules (warmup + poly / cosine / step / constant) and batch-size scaling rules.
 
 All schedules are optax schedules: `step -> learning rate`, where `step` counts optimizer updates
-from 0. Warmup is linear from 0 at step 0 to the peak at `warmup_steps` (as in Goyal et al. and
+from 0. Warmup is linear from `init` (default 0) at step 0 to the peak at `warmup_steps` (as in Goyal et al. and
 Google's MLPerf LARS code); decay then runs over the remaining `total_steps - warmup_steps` steps.
 """
 from __future__ import annotations
@@ -27,31 +27,32 @@ def scaled_learning_rate(base_learning_rate: float, batch_size: int, *, base_bat
 
 
 def warmup_poly(peak: float, warmup_steps: int, total_steps: int, *, power: float = 2.0,
-                end: float = 0.0) -> optax.Schedule:
+                end: float = 0.0, init: float = 0.0) -> optax.Schedule:
     """Linear warmup to `peak`, then gamma_t = end + (peak - end) * (1 - t'/T')^power, the paper's
     polynomial decay (power 2), with t' = t - warmup_steps and T' = total_steps - warmup_steps."""
     decay = optax.polynomial_schedule(peak, end, power, max(total_steps - warmup_steps, 1))
-    return _after_warmup(peak, warmup_steps, decay)
+    return _after_warmup(peak, warmup_steps, decay, init)
 
 
-def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, *, end: float = 0.0) -> optax.Schedule:
+def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, *, end: float = 0.0,
+                  init: float = 0.0) -> optax.Schedule:
     """Linear warmup, then half-cosine from `peak` to `end` over the remaining steps."""
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1), end)
+    return optax.warmup_cosine_decay_schedule(init, peak, warmup_steps, max(total_steps, warmup_steps + 1), end)
 
 
 def warmup_step(peak: float, warmup_steps: int, boundaries: tuple[int, ...], *,
-                factor: float = 0.1) -> optax.Schedule:
+                factor: float = 0.1, init: float = 0.0) -> optax.Schedule:
     """Linear warmup, then `peak` multiplied by `factor` at each absolute step in `boundaries`
     (Goyal et al.: x0.1 at epochs 30, 60 and 80)."""
     decay = optax.piecewise_constant_schedule(
         peak, {b - warmup_steps: factor for b in boundaries if b > warmup_steps})
-    return _after_warmup(peak, warmup_steps, decay)
+    return _after_warmup(peak, warmup_steps, decay, init)
 
 
-def _after_warmup(peak: float, warmup_steps: int, decay: optax.Schedule) -> optax.Schedule:
+def _after_warmup(peak: float, warmup_steps: int, decay: optax.Schedule, init: float = 0.0) -> optax.Schedule:
     if warmup_steps == 0:
         return decay
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay], [warmup_steps])
+    return optax.join_schedules([optax.linear_schedule(init, peak, warmup_steps), decay], [warmup_steps])
 
 
 def make_schedule(config, steps_per_epoch: int) -> tuple[optax.Schedule, int]:
@@ -64,15 +65,16 @@ def make_schedule(config, steps_per_epoch: int) -> tuple[optax.Schedule, int]:
             f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}")
     peak = scaled_learning_rate(config.base_learning_rate, config.global_batch_size,
                                 base_batch_size=config.base_batch_size, rule=config.lr_scaling)
+    init = config.warmup_init_learning_rate
     if config.decay == "poly":
-        schedule = warmup_poly(peak, warmup, total, power=config.poly_power, end=config.end_learning_rate)
+        schedule = warmup_poly(peak, warmup, total, power=config.poly_power, end=config.end_learning_rate, init=init)
     elif config.decay == "cosine":
-        schedule = warmup_cosine(peak, warmup, total, end=config.end_learning_rate)
+        schedule = warmup_cosine(peak, warmup, total, end=config.end_learning_rate, init=init)
     elif config.decay == "step":
         boundaries = tuple(round(e * steps_per_epoch) for e in config.step_decay_epochs)
-        schedule = warmup_step(peak, warmup, boundaries, factor=config.step_decay_factor)
+        schedule = warmup_step(peak, warmup, boundaries, factor=config.step_decay_factor, init=init)
     elif config.decay == "constant":
-        schedule = _after_warmup(peak, warmup, optax.constant_schedule(peak))
+        schedule = _after_warmup(peak, warmup, optax.constant_schedule(peak), init)
     else:
         raise ConfigError(f"config.decay: got {config.decay!r}; allowed values: {', '.join(map(repr, DECAYS))}")
     return schedule, total

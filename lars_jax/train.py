@@ -50,8 +50,14 @@ def resolve_bn_group_size(config, num_devices: int) -> int:
 
 
 def create_model(config, info: data.DatasetInfo, num_devices: int):
+    """The config's model; num_devices: data-parallel workers (for the default BN group size)."""
+    extra = {}
+    if config.model.startswith("resnet"):
+        extra = {"zero_init_last_bn": config.zero_init_last_bn}
+        if config.model in ("resnet18", "resnet34", "resnet50", "resnet101"):
+            extra["variant"] = config.resnet_variant
     return models.create_model(config.model, num_classes=info.num_classes, dtype=dtype_of(config.dtype),
-                               bn_group_size=resolve_bn_group_size(config, num_devices))
+                               bn_group_size=resolve_bn_group_size(config, num_devices), **extra)
 
 
 def init_state(model, tx: optax.GradientTransformation, image_shape, seed: int) -> TrainState:

@@ -5,12 +5,14 @@ Nothing is initialised or run: `jax.eval_shape` traces the jitted step on the 8 
 fails here. ImageNet is absent on test machines, so the DatasetInfo comes from the known sizes.
 """
 import glob
+import json
 import importlib.util
 import math
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from lars_jax import configs, data, parallel, schedules, train
@@ -37,6 +39,16 @@ def load(path):
     return module.get_config()
 
 
+def batch_in_name(stem):
+    """512 in alexnet_bn_512, 8 * 1024 in resnet50_8k_noaug; None where the name gives none."""
+    for token in stem.split("_"):
+        if token.isdigit():
+            return int(token)
+        if token.endswith("k") and token[:-1].isdigit():
+            return int(token[:-1]) * 1024
+    return None
+
+
 def info_for(config):
     n_train, n_eval, size, ch, classes = SIZES[config.dataset]
     size = config.image_size or size
@@ -59,10 +71,8 @@ def test_config_loads_validates_and_matches_its_name(path):
     stem = os.path.splitext(os.path.basename(path))[0]
     assert config.name == stem or stem == "fashion_mnist"
     # The batch in the name is the batch in the config (512, 1k = 1024, ...).
-    tag = next((t for t in stem.split("_") if t[:-1].isdigit() and t.endswith("k") or t.isdigit()), None)
-    if tag is not None:
-        expected = int(tag[:-1]) * 1024 if tag.endswith("k") else int(tag)
-        assert config.global_batch_size == expected
+    if batch_in_name(stem) is not None:
+        assert config.global_batch_size == batch_in_name(stem)
     # Warmup fits in training, and the schedule builds for the dataset's epoch length.
     info = info_for(config)
     spe = max(1, info.num_train // config.global_batch_size)
@@ -71,17 +81,15 @@ def test_config_loads_validates_and_matches_its_name(path):
     assert math.isfinite(float(schedule(total // 2)))
 
 
-def _paper_values(config):
-    """Hyperparameters PAPER.md confirms for every LARS row of the paper's grid."""
-    return (config.trust_coefficient, config.momentum, config.poly_power, config.decay)
+LARS_ROWS = [(f, n) for f, n in zip(FILES, NAMES) if n.startswith(("alexnet_bn_", "resnet50_"))]
 
 
-@pytest.mark.parametrize("path", [f for f, n in zip(FILES, NAMES) if n.startswith(("alexnet_bn_", "resnet50_"))],
-                         ids=[n for n in NAMES if n.startswith(("alexnet_bn_", "resnet50_"))])
+@pytest.mark.parametrize("path", [f for f, _ in LARS_ROWS], ids=[n for _, n in LARS_ROWS])
 def test_lars_rows_use_the_papers_confirmed_values(path):
     config = load(path)
     assert config.optimizer == "lars" and config.denominator == "paper"
-    assert _paper_values(config) == (0.001, 0.9, 2.0, "poly")
+    # PAPER.md confirms these for every LARS row: eta 0.001, momentum 0.9, poly(2) decay.
+    assert (config.trust_coefficient, config.momentum, config.poly_power, config.decay) == (0.001, 0.9, 2.0, "poly")
     assert config.dataset == "imagenet2012" and config.dtype == "float32"
     if config.model == "alexnet_bn":
         assert config.num_epochs == 100 and config.image_size == 227
@@ -121,6 +129,27 @@ def test_train_step_builds_on_abstract_shapes(path):
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
     for name in ("loss", "accuracy", "grad_norm", "learning_rate"):
         assert metrics[name].shape == () and jnp.issubdtype(metrics[name].dtype, jnp.floating), name
-    # The logits layer has one output per class.
-    kernels = [x for p, x in jax.tree_util.tree_leaves_with_path(state.params) if x.ndim == 2]
-    assert kernels[-1].shape[-1] == info.num_classes or any(k.shape[-1] == info.num_classes for k in kernels)
+    # A classifier kernel with one output per class.
+    assert any(x.ndim == 2 and x.shape[-1] == info.num_classes for x in jax.tree.leaves(state.params))
+
+
+def test_resnet50_32k_cli_names_the_missing_imagenet_then_runs_two_synthetic_steps(tmp_path):
+    """The design card's command: the clear ImageNet error, then 2 real steps on synthetic data."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lars_jax.main", "--config", os.path.join(ROOT, "experiments", "resnet50_32k.py")]
+    env = {**os.environ, "LARS_JAX_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    missing = subprocess.run(cmd + ["--workdir", str(tmp_path / "a"), f"--config.data_dir={tmp_path / 'tfds'}"],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "ILSVRC2012_img_train.tar" in missing.stderr and "downloads/manual" in missing.stderr
+    small = ["--config.dataset=synthetic", "--config.total_steps=2", "--config.global_batch_size=16",
+             "--config.image_size=64", "--config.microbatches=1", "--config.bn_group_size=2",
+             "--config.warmup_epochs=0", "--config.log_every=1", "--config.synthetic_num_classes=1000"]
+    ran = subprocess.run(cmd + ["--workdir", str(tmp_path / "b"), *small], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=ROOT)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["final_step"] == 2 and results["config_name"] == "resnet50_32k"
+    assert np.isfinite(results["train_loss"])
