@@ -72,14 +72,10 @@ def trust_ratio(w_norm, u_norm, wd_u_norm, *, weight_decay: float, trust_coeffic
     return jnp.where((w_norm == 0) | (u_norm == 0), jnp.ones_like(ratio), ratio)
 
 
-def _sumsq(x):
+def _norm(x):
     # float32 accumulation whatever the leaf dtype: bf16 sums of squares lose the norm.
     x = x.astype(jnp.float32)
-    return jnp.sum(x * x)
-
-
-def _norm(x):
-    return jnp.sqrt(_sumsq(x))
+    return jnp.sqrt(jnp.sum(x * x))
 
 
 def scale_by_layerwise_trust_ratio(*, weight_decay: float = 0.0, trust_coefficient: float = 0.001,
@@ -99,23 +95,17 @@ def scale_by_layerwise_trust_ratio(*, weight_decay: float = 0.0, trust_coefficie
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("the layer-wise trust ratio needs params: call tx.update(grads, state, params)")
-        flat_u, treedef = jax.tree.flatten(updates)
-        flat_w = treedef.flatten_up_to(params)
-        flat_x = treedef.flatten_up_to(_excluded(exclude, params))
-        idx = [i for i, skip in enumerate(flat_x) if not skip]
-        if not idx:
-            return updates, state
-        decayed = {i: flat_u[i] + weight_decay * flat_w[i] for i in idx}
-        # One vector of norms and one vectorised ratio instead of a handful of scalar kernels per
-        # tensor: on CPU the per-kernel overhead of ~160 tiny sqrt/divide ops cost more than the norms.
-        w_norm = jnp.sqrt(jnp.stack([_sumsq(flat_w[i]) for i in idx]))
-        u_norm = jnp.sqrt(jnp.stack([_sumsq(flat_u[i]) for i in idx]))
-        wd_u_norm = jnp.sqrt(jnp.stack([_sumsq(decayed[i]) for i in idx])) if denominator == "optax" else None
-        ratios = trust_ratio(w_norm, u_norm, wd_u_norm, weight_decay=weight_decay,
-                             trust_coefficient=trust_coefficient, eps=eps, denominator=denominator)
-        for k, i in enumerate(idx):
-            flat_u[i] = (ratios[k] * decayed[i]).astype(flat_u[i].dtype)
-        return treedef.unflatten(flat_u), state
+
+        def one(u, w, skip):
+            if skip:
+                return u
+            decayed = u + weight_decay * w
+            wd_u_norm = _norm(decayed) if denominator == "optax" else None
+            ratio = trust_ratio(_norm(w), _norm(u), wd_u_norm, weight_decay=weight_decay,
+                                trust_coefficient=trust_coefficient, eps=eps, denominator=denominator)
+            return (ratio * decayed).astype(u.dtype)
+
+        return jax.tree.map(one, updates, params, _excluded(exclude, params)), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 

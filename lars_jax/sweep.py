@@ -257,8 +257,19 @@ def _score(rec: dict) -> float:
 # ----------------------------------------------------------------------------------------------
 # Outputs.
 
+def _stats(chosen: list[dict]) -> dict:
+    accs = [r["test_accuracy"] if r["status"] == "ok" else None for r in sorted(chosen, key=lambda r: r["seed"])]
+    ok = [a for a in accs if a is not None]
+    mean = sum(ok) / len(ok) if ok else None
+    std = math.sqrt(sum((a - mean) ** 2 for a in ok) / (len(ok) - 1)) if len(ok) > 1 else None
+    return {"seeds": sorted(r["seed"] for r in chosen), "accuracies": accs,
+            "diverged": sum(r["status"] != "ok" for r in chosen), "mean_accuracy": mean, "std_accuracy": std,
+            "min_accuracy": min(ok) if ok else None, "max_accuracy": max(ok) if ok else None}
+
+
 def summarise(sweep, records: list[dict]) -> list[dict]:
-    """Per (optimizer, batch): the selected LR multiplier (best first-seed trial) and its seeds."""
+    """Per (optimizer, batch): the selected LR multiplier (best first-seed trial) with every seed run
+    at it, and the scaling rule's own LR (multiplier 1) when it was among the trials."""
     rows = []
     for opt, b in plan(sweep):
         cells = [r for r in records if r["optimizer"] == opt and r["batch_size"] == b]
@@ -266,23 +277,18 @@ def summarise(sweep, records: list[dict]) -> list[dict]:
             continue
         first = [r for r in cells if r["seed"] == sweep.seeds[0]]
         best = max(first or cells, key=_score)
-        chosen = [r for r in cells if r["lr_multiplier"] == best["lr_multiplier"]]
-        accs = [r["test_accuracy"] if r["status"] == "ok" else None for r in chosen]
-        ok = [a for a in accs if a is not None]
-        mean = sum(ok) / len(ok) if ok else None
-        std = math.sqrt(sum((a - mean) ** 2 for a in ok) / (len(ok) - 1)) if len(ok) > 1 else None
-        rows.append({
+        row = {
             "optimizer": opt, "label": sweep.optimizers[opt].label, "batch_size": b,
             "steps_per_epoch": best["steps_per_epoch"], "total_steps": best["final_step"],
             "lr_multiplier": best["lr_multiplier"], "peak_learning_rate": best["peak_learning_rate"],
             "lr_trials": sorted({r["lr_multiplier"] for r in first}),
             "trial_accuracies": {f"{r['lr_multiplier']:g}": (r["test_accuracy"] if r["status"] == "ok" else None)
                                  for r in sorted(first, key=lambda r: r["lr_multiplier"])},
-            "seeds": [r["seed"] for r in chosen], "accuracies": accs,
-            "diverged": sum(r["status"] != "ok" for r in chosen),
-            "mean_accuracy": mean, "std_accuracy": std,
-            "min_accuracy": min(ok) if ok else None, "max_accuracy": max(ok) if ok else None,
-        })
+            **_stats([r for r in cells if r["lr_multiplier"] == best["lr_multiplier"]]),
+        }
+        rule = [r for r in cells if r["lr_multiplier"] == 1.0]
+        row["rule"] = ({"peak_learning_rate": rule[0]["peak_learning_rate"], **_stats(rule)} if rule else None)
+        rows.append(row)
     return rows
 
 
@@ -290,41 +296,63 @@ def _pct(x) -> str:
     return "div." if x is None else f"{100 * x:.2f}"
 
 
+def _acc_text(stats: dict) -> str:
+    ok = [a for a in stats["accuracies"] if a is not None]
+    if not ok:
+        return "diverged"
+    if len(stats["accuracies"]) > 1:
+        return f"**{100 * stats['mean_accuracy']:.2f}** ({', '.join(_pct(a) for a in stats['accuracies'])})"
+    return f"**{100 * ok[0]:.2f}**"
+
+
+def columns(sweep) -> list[tuple[str, str, str]]:
+    """(optimizer, "rule" | "best", header) for the main table: a searched optimizer whose trials
+    include its rule's LR gets both columns, any other one column."""
+    out = []
+    for o in sweep.optimizer_order:
+        spec = sweep.optimizers[o]
+        mults = [float(m) for m in spec.lr_multipliers]
+        if len(mults) > 1:
+            if 1.0 in mults:
+                out.append((o, "rule", f"{spec.label}: rule's LR"))
+            out.append((o, "best", f"{spec.label}: best of {len(mults)} LRs"))
+        else:
+            out.append((o, "best", spec.label + ("" if mults == [1.0] else f" (LR x{mults[0]:g})")))
+    return out
+
+
 def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str:
-    opts = [o for o in sweep.optimizer_order if any(r["optimizer"] == o for r in summary)]
+    cols = [c for c in columns(sweep) if any(r["optimizer"] == c[0] for r in summary)]
     batches = sorted({r["batch_size"] for r in summary})
     by = {(r["optimizer"], r["batch_size"]): r for r in summary}
-    lines = [f"# Sweep `{sweep.name}`: top-1 test accuracy (%) vs global batch size", ""]
-    lines.append(f"{meta['description']}")
-    lines.append("")
-    head = "| batch | steps/epoch | steps | " + " | ".join(sweep.optimizers[o].label for o in opts) + " |"
-    lines += [head, "|" + "---|" * (3 + len(opts))]
+    lines = [f"# Sweep `{sweep.name}`: top-1 test accuracy (%) vs global batch size", "", meta["description"], ""]
+    lines += ["| batch | steps/epoch | steps | " + " | ".join(h for _, _, h in cols) + " |",
+              "|" + "---|" * (3 + len(cols))]
     for b in batches:
-        any_row = next(by[(o, b)] for o in opts if (o, b) in by)
+        any_row = next(by[(o, b)] for o, _, _ in cols if (o, b) in by)
         cells = []
-        for o in opts:
+        for o, kind, _ in cols:
             r = by.get((o, b))
-            if r is None:
+            stats = None if r is None else (r if kind == "best" else r["rule"])
+            if stats is None:
                 cells.append("")
                 continue
-            ok = [a for a in r["accuracies"] if a is not None]
-            if not ok:
-                txt = "diverged"
-            elif len(r["accuracies"]) > 1:
-                txt = (f"**{100 * r['mean_accuracy']:.2f}** ({', '.join(_pct(a) for a in r['accuracies'])})")
-            else:
-                txt = f"**{100 * ok[0]:.2f}**"
-            cells.append(f"{txt}<br>LR {r['peak_learning_rate']:.3g}")
-        lines.append(f"| {b:,} | {any_row['steps_per_epoch']} | {any_row['total_steps']} | " + " | ".join(cells) + " |")
-    lines += ["", "Bold: mean over seeds (each seed's accuracy in brackets where more than one); LR: the peak "
-              "learning rate used (selected among the trials where an LR search ran).", ""]
-    searched = [o for o in opts if len(sweep.optimizers[o].lr_multipliers) > 1]
+            lr = stats["peak_learning_rate"]
+            cells.append(f"{_acc_text(stats)}<br>LR {lr:.3g}")
+        lines.append(f"| {b:,} | {any_row['steps_per_epoch']} | {any_row['total_steps'] or ''} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Bold: mean over seeds, each seed's accuracy in brackets where more than one ran (the extra "
+              "seeds run at the selected LR only). LR: the peak learning rate. \"rule's LR\": the optimizer's "
+              "scaling rule alone (multiplier 1); \"best of N\": the trial with the best first-seed test accuracy "
+              "(selection on the test set: there is no validation split, which flatters the searched columns).", ""]
+    searched = [o for o in sweep.optimizer_order
+                if len(sweep.optimizers[o].lr_multipliers) > 1 and any(r["optimizer"] == o for r in summary)]
     if searched:
         lines += ["## LR search (first seed; selection by test accuracy, no validation split)", ""]
         for o in searched:
             mults = list(sweep.optimizers[o].lr_multipliers)
             lines.append(f"**{sweep.optimizers[o].label}**, multipliers {', '.join(f'{m:g}' for m in mults)} of "
-                         f"the rule's LR:")
+                         f"the rule's LR (`*`: selected):")
             lines.append("")
             lines += ["| batch | " + " | ".join(f"x{m:g}" for m in mults) + " |", "|" + "---|" * (1 + len(mults))]
             for b in batches:
@@ -338,15 +366,17 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
             lines.append("")
     lines += ["## Every cell", "", "| optimizer | batch | peak LR | seed | test acc. % | train loss | steps | s |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (r["batch_size"], sweep.optimizer_order.index(r["optimizer"]),
-                                            r["lr_multiplier"], r["seed"])):
+    order = list(sweep.optimizer_order)
+    for r in sorted(records, key=lambda r: (r["batch_size"], order.index(r["optimizer"]) if r["optimizer"] in order
+                                            else len(order), r["lr_multiplier"], r["seed"])):
         tl = r["train_loss"]
         lines.append(f"| {sweep.optimizers[r['optimizer']].label} | {r['batch_size']:,} | {r['peak_learning_rate']:.4g} "
                      f"| {r['seed']} | {_pct(r['test_accuracy']) if r['status'] == 'ok' else r['status']} "
                      f"| {'' if tl is None or not math.isfinite(tl) else f'{tl:.4f}'} | {r['final_step'] or ''} "
                      f"| {r['wall_seconds']:.0f} |")
-    lines += ["", f"Cells: {len(records)}; training time summed over cells: {meta['cell_seconds']:.0f} s; "
-              f"this invocation's wall time: {meta['sweep_seconds']:.0f} s on {meta['machine']}.", ""]
+    lines += ["", f"Cells: {len(records)}; seconds summed over the cells (compile, train, eval): "
+              f"{meta['cell_seconds']:.0f}; this invocation's wall time: {meta['sweep_seconds']:.0f} s on "
+              f"{meta['machine']}.", ""]
     return "\n".join(lines)
 
 
@@ -363,8 +393,10 @@ def _describe(sweep) -> str:
         mults = list(spec.lr_multipliers)
         search = (f"; LR search x{{{', '.join(f'{m:g}' for m in mults)}}} at every batch" if len(mults) > 1
                   else "; no LR search")
-        parts.append(f"{spec.label}: `{ov.optimizer}`, LR {ov.base_learning_rate:g} at batch "
-                     f"{ov.base_batch_size}, {ov.lr_scaling} scaling{search}.")
+        rule = {"linear": f"x B/{ov.base_batch_size} (linear scaling)",
+                "sqrt": f"x sqrt(B/{ov.base_batch_size}) (square-root scaling)",
+                "none": "at every batch (no scaling)"}[ov.lr_scaling]
+        parts.append(f"{spec.label}: `{ov.optimizer}`, peak LR {ov.base_learning_rate:g} {rule}{search}.")
     return " ".join(parts)
 
 
@@ -410,21 +442,27 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = "osD^v<>"
-    lows = []
     for i, opt in enumerate(sweep.optimizer_order):
         rows = [r for r in summary if r["optimizer"] == opt]
         if not rows:
             continue
-        xs = [r["batch_size"] for r in rows if r["mean_accuracy"] is not None]
-        ys = [100 * r["mean_accuracy"] for r in rows if r["mean_accuracy"] is not None]
-        line, = ax.plot(xs, ys, marker=markers[i % len(markers)], label=sweep.optimizers[opt].label)
+        spec = sweep.optimizers[opt]
+        searched = len(spec.lr_multipliers) > 1
+        pts = [(r["batch_size"], 100 * r["mean_accuracy"]) for r in rows if r["mean_accuracy"] is not None]
+        label = spec.label + (f" (best of {len(spec.lr_multipliers)} LRs)" if searched else "")
+        xs, ys = zip(*pts) if pts else ((), ())
+        line, = ax.plot(xs, ys, marker=markers[i % len(markers)], label=label)
+        color = line.get_color()
         for r in rows:
-            pts = [100 * a for a in r["accuracies"] if a is not None]
-            ax.scatter([r["batch_size"]] * len(pts), pts, s=12, color=line.get_color(), alpha=0.5)
-            lows += pts
-            if r["diverged"]:
-                ax.annotate("diverged", (r["batch_size"], min(ys) if ys else 10), color=line.get_color(),
-                            fontsize=8, ha="center")
+            accs = [100 * a for a in r["accuracies"] if a is not None]
+            ax.scatter([r["batch_size"]] * len(accs), accs, s=12, color=color, alpha=0.5)
+            if r["diverged"] and not accs:
+                ax.scatter([r["batch_size"]], [10.0], marker="x", color=color)  # chance level
+        rule = [(r["batch_size"], 100 * r["rule"]["mean_accuracy"]) for r in rows
+                if searched and r["rule"] and r["rule"]["mean_accuracy"] is not None]
+        if rule:
+            ax.plot(*zip(*rule), ls="--", marker=markers[i % len(markers)], mfc="none", color=color, alpha=0.7,
+                    label=f"{spec.label} (rule's LR)")
     ax.set_xscale("log", base=2)
     batches = sorted({r["batch_size"] for r in summary})
     ax.set_xticks(batches, [f"{b:,}" for b in batches])
@@ -434,7 +472,7 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
     budget = f"{b.num_epochs:g} epochs" if b.total_steps is None else f"{b.total_steps} steps"
     ax.set_title(f"{b.dataset}, {b.model}, {budget} per run")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -10,40 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import cli_runner
-from lars_jax import checkpoints, collectives, configs, data, parallel, train
+import helpers
+from helpers import max_rel_diff, run_steps, small_config
+from lars_jax import checkpoints, collectives, data, parallel, train
 
 FMNIST = data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
-
-
-def small_config(**overrides):
-    c = configs.get_base_config()
-    c.update(global_batch_size=64, total_steps=10, warmup_epochs=0.0, base_learning_rate=2.0, augment=False,
-             layer_stats_every=0)
-    c.update(overrides)
-    return c
-
-
-def steps(config, n, devices=None):
-    trainer = train.Trainer(config, mesh=parallel.make_mesh(devices))
-    state = trainer.sharded_init_state()
-    batches = trainer.train_batches(0)
-    for _ in range(n):
-        state, metrics = trainer.train_step(state, next(batches))
-    return jax.device_get(state), jax.device_get(metrics)
-
-
-def max_rel_diff(a_tree, b_tree):
-    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(a))), 1e-12))
-               for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)))
 
 
 @pytest.mark.parametrize("unroll", [True, False])
 def test_microbatches_4_equal_1_with_same_bn_groups(unroll):
     # 8 devices x 8 examples; with k = 4 each piece holds 2 examples per device. BN groups of 2
     # make the normalisation identical, so only float32 summation order differs.
-    one, m1 = steps(small_config(bn_group_size=2, microbatches=1), 2)
-    four, m4 = steps(small_config(bn_group_size=2, microbatches=4, microbatch_unroll=unroll), 2)
+    one, m1 = run_steps(small_config(bn_group_size=2, microbatches=1), 2)
+    four, m4 = run_steps(small_config(bn_group_size=2, microbatches=4, microbatch_unroll=unroll), 2)
     diff = max_rel_diff(one.params, four.params)
     print(f"microbatches 4 vs 1 (unroll={unroll}): max relative param difference {diff:.2e}")
     assert diff < 1e-4
@@ -91,7 +70,7 @@ def test_bfloat16_trains_and_keeps_float32_params():
 def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
     # warmup starts at LR 0, so step 1 leaves the params as they were and is checkpointed; step 2's
     # LR of 5e29 breaks them.
-    proc = cli_runner.run(tmp_path, "--config.total_steps=12", "--config.checkpoint_every=1",
+    proc = helpers.run(tmp_path, "--config.total_steps=12", "--config.checkpoint_every=1",
                           "--config.base_learning_rate=1e30", "--config.warmup_epochs=0.0022", devices=2,
                           timeout=240)
     assert proc.returncode != 0
@@ -104,10 +83,10 @@ def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
 
 def test_two_processes_equal_one_process_four_devices(tmp_path):
     overrides = ("--config.total_steps=3", "--config.bn_group_size=8", "--config.eval_every=3")
-    ref = cli_runner.run(tmp_path / "one", *overrides, devices=4)
+    ref = helpers.run(tmp_path / "one", *overrides, devices=4)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    port = cli_runner.free_port()
-    procs = [cli_runner.start(tmp_path / "two", *overrides, *cli_runner.multiprocess_flags(port, 2, i),
+    port = helpers.free_port()
+    procs = [helpers.start(tmp_path / "two", *overrides, *helpers.multiprocess_flags(port, 2, i),
                               devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
     try:
         codes = [p.wait(timeout=300) for p in procs]
@@ -125,9 +104,9 @@ def test_two_processes_equal_one_process_four_devices(tmp_path):
 
 
 def test_a_dead_peer_stops_the_survivor_in_bounded_time(tmp_path):
-    port = cli_runner.free_port()
+    port = helpers.free_port()
     overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
-    procs = [cli_runner.start(tmp_path / "run", *overrides, *cli_runner.multiprocess_flags(port, 2, i, heartbeat=5),
+    procs = [helpers.start(tmp_path / "run", *overrides, *helpers.multiprocess_flags(port, 2, i, heartbeat=5),
                               devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
     try:
         deadline = time.time() + 240
@@ -152,9 +131,9 @@ def test_a_dead_peer_stops_the_survivor_in_bounded_time(tmp_path):
 def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     overrides = ("--config.total_steps=14", "--config.checkpoint_every=2", "--config.eval_every=14",
                  "--config.augment=True")
-    ref = cli_runner.run(tmp_path / "ref", *overrides, devices=2)
+    ref = helpers.run(tmp_path / "ref", *overrides, devices=2)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    proc = cli_runner.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
+    proc = helpers.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
     try:
         deadline = time.time() + 240
         while "step 7/" not in (tmp_path / "log").read_text():
@@ -164,7 +143,7 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         proc.wait(timeout=30)
     finally:
         proc.kill()
-    rerun = cli_runner.run(tmp_path / "run", *overrides, devices=2)
+    rerun = helpers.run(tmp_path / "run", *overrides, devices=2)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 < results["resumed_from_step"] < 14
@@ -175,7 +154,7 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
-    proc = cli_runner.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
+    proc = helpers.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
     try:
         deadline = time.time() + 240
         while "step 4/" not in (tmp_path / "log").read_text():
@@ -209,7 +188,7 @@ def test_all_reduce_parser_finds_collectives_inside_loops():
 
 def test_model_axis_splits_dense_kernels_and_matches_one_device():
     config = small_config(bn_group_size=8)
-    one, _ = steps(config, 3, devices=jax.devices()[:1])
+    one, _ = run_steps(config, 3, jax.devices()[:1])
     config.mesh.model = 2  # 4 data-parallel workers x 2-way split of fc1's kernel
     trainer = train.Trainer(config)
     assert dict(trainer.mesh.shape) == {"data": 4, "model": 2}

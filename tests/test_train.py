@@ -2,35 +2,14 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from lars_jax import configs, parallel, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def small_config(**overrides):
-    c = configs.get_base_config()
-    c.update(dataset="fashion_mnist", model="small_cnn", global_batch_size=64, total_steps=3,
-             warmup_epochs=0.0, base_learning_rate=2.0, optimizer="lars", weight_decay=5e-4,
-             augment=False, log_every=1, layer_stats_every=1)
-    c.update(overrides)
-    return c
-
-
-def run_steps(config, devices, n):
-    trainer = train.Trainer(config, mesh=parallel.make_mesh(devices))
-    state = trainer.sharded_init_state()
-    batches = trainer.train_batches(0)
-    for _ in range(n):
-        state, metrics = trainer.train_step(state, next(batches))
-    return jax.device_get(state), jax.device_get(metrics)
-
+import helpers
+from helpers import max_rel_diff, run_steps, small_config
+from lars_jax import configs, train
 
 def test_8_devices_equal_1_device():
     # Same BatchNorm groups on both (8 examples: one device's share), so the math is identical and
@@ -40,12 +19,10 @@ def test_8_devices_equal_1_device():
     # (a wrong all-reduce scale changes params by O(1) relative).
     assert jax.device_count() == 8
     config = small_config(bn_group_size=8)
-    one, m1 = run_steps(config, jax.devices()[:1], 3)
-    eight, m8 = run_steps(config, jax.devices(), 3)
+    one, m1 = run_steps(config, 3, jax.devices()[:1])
+    eight, m8 = run_steps(config, 3)
     assert int(one.step) == int(eight.step) == 3
-    worst = 0.0
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
-        worst = max(worst, float(np.max(np.abs(a - b)) / np.max(np.abs(a))))
+    worst = max_rel_diff(one.params, eight.params)
     print(f"max relative param difference, 8 devices vs 1 after 3 steps: {worst:.2e}")
     assert worst < 1e-4
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
@@ -54,7 +31,7 @@ def test_8_devices_equal_1_device():
 
 
 def test_train_step_reduces_loss_and_reports_layer_stats():
-    config = small_config(total_steps=8, global_batch_size=128, base_learning_rate=1.0)
+    config = small_config(total_steps=8, global_batch_size=128, base_learning_rate=1.0, layer_stats_every=1)
     trainer = train.Trainer(config)
     state = trainer.sharded_init_state()
     batches = trainer.train_batches(0)
@@ -70,11 +47,7 @@ def test_train_step_reduces_loss_and_reports_layer_stats():
 
 
 def cli(workdir, *overrides, env=None, timeout=240):
-    cmd = [sys.executable, "-m", "lars_jax.main", "--config", os.path.join(ROOT, "experiments/fashion_mnist.py"),
-           "--workdir", str(workdir), "--config.global_batch_size=64", "--config.warmup_epochs=0",
-           "--config.log_every=2", "--config.layer_stats_every=2", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+    return helpers.run(workdir, "--config.layer_stats_every=2", *overrides, env=env, timeout=timeout)
 
 
 def test_cli_end_to_end_then_resume(tmp_path):

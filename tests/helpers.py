@@ -1,13 +1,45 @@
-"""Starting `python -m lars_jax.main` in subprocesses for the end-to-end tests."""
+"""Shared by the tests: small configs, a few in-process train steps, and `python -m lars_jax.main`
+in subprocesses."""
 import os
 import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
+
+from lars_jax import configs, parallel, train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "fashion_mnist.py")
 SMALL = ("--config.global_batch_size=64", "--config.warmup_epochs=0", "--config.log_every=1",
          "--config.augment=False", "--config.layer_stats_every=0")
+
+
+def small_config(**overrides):
+    """Fashion-MNIST, small_cnn, LARS at batch 64 without warmup or augmentation."""
+    c = configs.get_base_config()
+    c.update(dataset="fashion_mnist", model="small_cnn", global_batch_size=64, total_steps=10,
+             warmup_epochs=0.0, base_learning_rate=2.0, optimizer="lars", weight_decay=5e-4,
+             augment=False, log_every=1, layer_stats_every=0)
+    c.update(overrides)
+    return c
+
+
+def run_steps(config, n, devices=None):
+    """(state, last metrics) as numpy after n train steps on `devices` (default: all)."""
+    trainer = train.Trainer(config, mesh=parallel.make_mesh(devices, model=config.mesh.model))
+    state = trainer.sharded_init_state()
+    batches = trainer.train_batches(0)
+    for _ in range(n):
+        state, metrics = trainer.train_step(state, next(batches))
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def max_rel_diff(a_tree, b_tree) -> float:
+    """max over leaves of max|a - b| / max|a|."""
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(a))), 1e-12))
+               for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)))
 
 
 def command(workdir, *overrides):
