@@ -5,6 +5,10 @@
    smooth random content, quality 90, so sizes are near real ImageNet JPEGs, ~110 KB), with
    tf.data on 1 thread and on all cores. Reading tfrecords from disk is not included.
 2. The Fashion-MNIST train iterator (numpy gather + crop + flip + normalise), batch 256.
+3. Beside each, the jitted train step of the same config on this machine (ResNet-50 at 224 for
+   ImageNet, small_cnn for Fashion-MNIST; synthetic batches already built), and, when
+   benchmarks/results/scaling_gpu.json holds one, the measured H100 train step: whichever is
+   slower is the bottleneck.
 
     python benchmarks/input_pipeline.py [--out FILE] [--seconds 4]
 
@@ -68,6 +72,44 @@ def fashion_train(seconds: float, augment: bool, batch: int = 256):
     return rate(data.train_iterator(config, local_batch_size=batch), batch, seconds)
 
 
+def train_step_rate(model: str, image_shape, num_classes: int, batch: int, steps: int) -> float:
+    """Images/s of lars_jax's jitted LARS train step on one device, batch already on the device."""
+    import jax
+
+    from lars_jax import configs, data, parallel, train
+
+    c = configs.get_base_config()
+    c.update(model=model, dataset="synthetic", global_batch_size=batch, total_steps=steps + 1,
+             warmup_epochs=0.0, layer_stats_every=0)
+    info = data.DatasetInfo("synthetic", 1_281_167, 0, tuple(image_shape), num_classes)
+    trainer = train.Trainer(c, mesh=parallel.make_mesh(jax.devices()[:1]), info=info)
+    rng = np.random.default_rng(0)
+    batch_arrays = parallel.global_batch({"image": rng.standard_normal((batch, *image_shape), dtype=np.float32),
+                                          "label": rng.integers(0, num_classes, batch).astype(np.int32)},
+                                         trainer.mesh)
+    state = trainer.sharded_init_state()
+    state, _ = trainer.train_step(state, batch_arrays)  # compile
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, _ = trainer.train_step(state, batch_arrays)
+    jax.block_until_ready(state)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def gpu_train_rate() -> tuple[float, str] | None:
+    """The recorded H100 ResNet-50 train-step rate (bf16), if a GPU run left one."""
+    path = os.path.join(os.path.dirname(DEFAULT_OUT), "scaling_gpu.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rec = json.load(f)
+    rows = [r for r in rec.get("rows", []) if r.get("dtype") == "bfloat16"]
+    if not rows:
+        return None
+    return float(rows[0]["images_per_second"]), f"{rec.get('device', 'GPU')} {rec.get('date', '')}".strip()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT)
@@ -94,14 +136,25 @@ def main():
         rows.append({"pipeline": f"fashion_mnist train iterator (augment={augment}, batch 256)",
                      "threads": 1, "images_per_s": r, "images_per_s_per_core": r})
 
-    print(f"{'pipeline':<58} {'threads':>7} {'img/s':>10} {'img/s/core':>11}")
+    steps = {"imagenet": train_step_rate("resnet50", (224, 224, 3), 1000, batch=8, steps=2),
+             "fashion_mnist": train_step_rate("small_cnn", (28, 28, 1), 10, batch=256, steps=10)}
+    for row in rows:
+        row["train_step_images_per_s"] = steps["imagenet" if "imagenet" in row["pipeline"] else "fashion_mnist"]
+    print(f"{'pipeline':<58} {'threads':>7} {'img/s':>10} {'img/s/core':>11} {'train step img/s':>17}")
     for row in rows:
         print(f"{row['pipeline']:<58} {row['threads']:>7} {row['images_per_s']:>10.0f} "
-              f"{row['images_per_s_per_core']:>11.0f}")
+              f"{row['images_per_s_per_core']:>11.0f} {row['train_step_images_per_s']:>17.1f}")
     print(f"mock JPEGs: 500x375, mean {mean_kb:.0f} KB; cores available: {cores}")
+    print(f"On this CPU the train step is the bottleneck: ResNet-50 {steps['imagenet']:.1f} img/s against "
+          f"{rows[1]['images_per_s']:.0f} img/s of ImageNet preprocessing.")
+    gpu = gpu_train_rate()
+    if gpu:
+        per_core = rows[0]["images_per_s_per_core"]
+        print(f"On an accelerator ({gpu[1]}: {gpu[0]:.0f} img/s ResNet-50 bf16) the pipeline needs about "
+              f"{gpu[0] / per_core:.0f} cores like these per device to keep up.")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"rows": rows, "cores": cores, "mock_jpeg_mean_kb": mean_kb,
+        json.dump({"rows": rows, "cores": cores, "gpu_train_step": gpu, "mock_jpeg_mean_kb": mean_kb,
                    "mock_jpeg_shape": [375, 500, 3], "seconds_per_row": args.seconds,
                    "machine": platform.processor() or platform.machine(),
                    "tensorflow": tf.__version__, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
