@@ -35,7 +35,7 @@ class TrainState:
     params: Any
     batch_stats: Any
     opt_state: Any
-    rng: jax.Array  # uint32[2]; dropout keys are fold_in(rng, step)
+    rng: jax.Array  # uint32[2] key data; dropout keys fold in the step, device and microbatch
 
 
 def dtype_of(name: str):
@@ -131,7 +131,7 @@ def make_train_step(model, tx: optax.GradientTransformation, config, *, num_clas
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, imgs, labs, jax.random.fold_in(key, i))
             return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct)), None
 
-        if k == 1:
+        if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
         else:
             zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
@@ -206,7 +206,11 @@ class Trainer:
         configs.validate(config, num_devices=self.mesh.size)
         self.config = config
         self.info = info or data.get_info(config)
-        self.steps_per_epoch = max(1, self.info.num_train // config.global_batch_size)
+        if config.global_batch_size > self.info.num_train:
+            raise configs.ConfigError(
+                f"config.global_batch_size: {config.global_batch_size} exceeds the {self.info.num_train} "
+                f"training examples of {config.dataset}; an epoch drops its incomplete last batch")
+        self.steps_per_epoch = self.info.num_train // config.global_batch_size
         self.tx, self.schedule = optim.make_optimizer(config, self.steps_per_epoch)
         self.total_steps = schedules.total_steps(config, self.steps_per_epoch)
         self.model = create_model(config, self.info, parallel.data_size(self.mesh))
