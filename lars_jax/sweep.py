@@ -20,7 +20,7 @@ in `--out` (default: the workdir): `results.md` and `results.json` (every cell a
 summary), `accuracy_vs_batch.png`, and `trust_ratios.png` (per-layer LARS trust ratios of the
 LARS runs at the smallest and largest batch, read back from their TensorBoard events).
 
-The sweep's default model is `mlp` (registered here in the model registry when absent): a
+The sweep's default model is `mlp` (lars_jax/models/small.py): a
 784-512-256-10 perceptron with BatchNorm, because XLA's CPU convolution backward pass makes the
 small CNN 15-30x slower per image on a 2-core machine (see experiments/sweeps/fashion_mnist_batch.py).
 """
@@ -35,60 +35,17 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-from flax import linen as nn  # noqa: E402
 
-from lars_jax import models  # noqa: E402
-from lars_jax.models.layers import GroupedBatchNorm  # noqa: E402
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 ACCURACY_PNG = "accuracy_vs_batch.png"
 TRUST_PNG = "trust_ratios.png"
 SCHEMA_VERSION = 1
-
-
-# ----------------------------------------------------------------------------------------------
-# The sweep's model.
-
-class MLP(nn.Module):
-    """x [B, H, W, C] -> flatten -> (Dense(no bias) - BatchNorm - ReLU) per hidden width -> Dense.
-
-    Default 784-512-256-10: 535,818 parameters (401,408 + 1,024 + 131,072 + 512 + 2,570 + ...),
-    about the size of the small CNN (421,738); three weight matrices for LARS to scale apart.
-    """
-    num_classes: int = 10
-    hidden: tuple[int, ...] = (512, 256)
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    bn_group_size: int | None = None
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        x = x.astype(self.dtype).reshape((x.shape[0], -1))
-        for i, width in enumerate(self.hidden):
-            x = nn.Dense(width, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name=f"fc{i + 1}")(x)
-            x = GroupedBatchNorm(use_running_average=not train, group_size=self.bn_group_size,
-                                 momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype,
-                                 name=f"bn{i + 1}")(x)
-            x = nn.relu(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                     name=f"fc{len(self.hidden) + 1}")(x)
-        return x.astype(jnp.float32)
-
-
-def register_models() -> None:
-    """Adds `mlp` to lars_jax.models.MODELS unless the package already defines one."""
-    models.MODELS.setdefault("mlp", MLP)
-
-
-register_models()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,7 +346,7 @@ def _describe(sweep) -> str:
              f"BatchNorm group {b.bn_group_size or 'whole batch'}, augmentation {'on' if b.augment else 'off'})."]
     for o in sweep.optimizer_order:
         spec = sweep.optimizers[o]
-        ov = spec.overrides
+        ov = ml_collections.ConfigDict({**sweep.base.to_dict(), **spec.overrides.to_dict()})
         mults = list(spec.lr_multipliers)
         search = (f"; LR search x{{{', '.join(f'{m:g}' for m in mults)}}} at every batch" if len(mults) > 1
                   else "; no LR search")

@@ -14,6 +14,7 @@ from lars_jax.models import (GroupedBatchNorm, analytic_macs, create_model, forw
 
 SHAPES = {  # name -> (input shape for cheap tests, num_classes)
     "small_cnn": ((2, 28, 28, 1), 10),
+    "mlp": ((2, 28, 28, 1), 10),
     "resnet18": ((2, 32, 32, 3), 1000),
     "resnet34": ((2, 32, 32, 3), 1000),
     "resnet50": ((2, 32, 32, 3), 1000),
@@ -154,7 +155,7 @@ def test_batchnorm_train_vs_eval(name):
     def run(x, train):
         return model.apply(v, x, train=train, mutable=["batch_stats"])
 
-    (ea, sa), (em, sm) = run(a, False), run(mixed, False)
+    (ea, sa), (em, _) = run(a, False), run(mixed, False)
     np.testing.assert_allclose(ea[0], em[0], rtol=1e-5, atol=1e-5)
     assert jax.tree.all(jax.tree.map(lambda p, q: bool(jnp.array_equal(p, q)),
                                      sa["batch_stats"], v["batch_stats"]))

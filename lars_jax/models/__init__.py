@@ -19,7 +19,7 @@ from lars_jax.models.alexnet import AlexNet, AlexNetBN, lrn
 from lars_jax.models.flops import analytic_macs, forward_flops
 from lars_jax.models.layers import GroupedBatchNorm
 from lars_jax.models.resnet import CifarResNet, ResNet, cifar_resnet, imagenet_resnet
-from lars_jax.models.small import SmallCNN
+from lars_jax.models.small import MLP, SmallCNN
 
 
 def _no_bn(cls):
@@ -32,6 +32,7 @@ def _no_bn(cls):
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
+    "mlp": MLP,
     "resnet18": functools.partial(imagenet_resnet, 18),
     "resnet34": functools.partial(imagenet_resnet, 34),
     "resnet50": functools.partial(imagenet_resnet, 50),
@@ -59,4 +60,4 @@ def param_count(params) -> int:
 
 
 __all__ = ["MODELS", "create_model", "analytic_macs", "forward_flops", "param_count", "AlexNet",
-           "AlexNetBN", "CifarResNet", "GroupedBatchNorm", "ResNet", "SmallCNN", "lrn"]
+           "AlexNetBN", "CifarResNet", "GroupedBatchNorm", "MLP", "ResNet", "SmallCNN", "lrn"]

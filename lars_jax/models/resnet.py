@@ -30,6 +30,7 @@ from typing import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from lars_jax.models import conv as conv_ops
 from lars_jax.models.layers import GroupedBatchNorm, conv_kernel_init
 
 
@@ -125,7 +126,9 @@ class ResNet(nn.Module):
         if self.variant not in ("v1", "v1.5"):
             raise ValueError(f"variant must be 'v1' or 'v1.5', got {self.variant!r}")
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                                 param_dtype=jnp.float32, kernel_init=conv_kernel_init())
+                                 param_dtype=jnp.float32, kernel_init=conv_kernel_init(),
+                                 # lax's conv; a faster weight gradient on CPU (models/conv.py)
+                                 conv_general_dilated=conv_ops.conv_general_dilated)
         norm = _Norm(train, self.dtype, self.bn_momentum, self.bn_epsilon, self.bn_group_size,
                      self.zero_init_last_bn)
         x = x.astype(self.dtype)
@@ -159,7 +162,9 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
         n = (self.depth - 2) // 6
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                                 param_dtype=jnp.float32, kernel_init=conv_kernel_init())
+                                 param_dtype=jnp.float32, kernel_init=conv_kernel_init(),
+                                 # lax's conv; a faster weight gradient on CPU (models/conv.py)
+                                 conv_general_dilated=conv_ops.conv_general_dilated)
         norm = _Norm(train, self.dtype, self.bn_momentum, self.bn_epsilon, self.bn_group_size,
                      self.zero_init_last_bn)
         x = x.astype(self.dtype)

@@ -1,0 +1,161 @@
+"""lars_jax.sweep: the grid it plans, and a --quick run of the real command end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lars_jax import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP_CONFIG = os.path.join(ROOT, "experiments", "sweeps", "fashion_mnist_batch.py")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load_sweep():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fashion_mnist_batch", SWEEP_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_default_grid_is_the_one_the_issue_asks_for():
+    s = load_sweep()
+    assert min(s.batch_sizes) <= 256 and max(s.batch_sizes) >= 16384
+    assert set(s.optimizer_order) == {"sgd_goyal", "lars", "nesterov"}
+    goyal = s.optimizers.sgd_goyal
+    assert goyal.overrides.optimizer == "sgd" and goyal.overrides.lr_scaling == "linear"
+    assert list(goyal.lr_multipliers) == [1.0]  # the rule alone, untuned
+    assert len(s.optimizers.nesterov.lr_multipliers) >= 3 and s.optimizers.nesterov.overrides.optimizer == "nesterov"
+    assert s.optimizers.lars.overrides.optimizer == "lars"
+    assert len(s.seeds) + len(s.extra_seeds) >= 2  # >= 2 seeds at the smallest and largest batch
+    assert s.base.warmup_epochs > 0
+    # Every cell trains the same model for the same number of epochs.
+    configs = [sweep.cell_config(s, o, b, m, 0, 60000) for o, b in sweep.plan(s)
+               for m in s.optimizers[o].lr_multipliers]
+    assert len({(c.model, c.num_epochs, c.total_steps, c.dataset) for c in configs}) == 1
+    assert all(c.global_batch_size % c.bn_group_size == 0 for c in configs)
+
+
+def test_cell_config_scales_the_learning_rate_by_the_stated_rule():
+    s = load_sweep()
+    big = sweep.cell_config(s, "sgd_goyal", 16384, 1.0, 0, 60000)
+    assert big.global_batch_size == 16384
+    assert sweep.peak_learning_rate(big) == pytest.approx(0.1 * 16384 / 256)  # Goyal et al.: 0.1 x B / 256
+    half = sweep.cell_config(s, "sgd_goyal", 16384, 0.5, 1, 60000)
+    assert sweep.peak_learning_rate(half) == pytest.approx(0.5 * sweep.peak_learning_rate(big))
+    assert half.seed == 1
+    a = sweep.Cell("sgd_goyal", 16384, 1.0, 0, big)
+    b = sweep.Cell("sgd_goyal", 16384, 0.5, 1, half)
+    assert a.name != b.name and a.name.startswith("sgd_goyal_b16384_lrx1_s0_")
+    # Eval/checkpoint cadence: checkpoints only at the end; ~log_points logged points.
+    spe = 60000 // 16384
+    total = round(big.num_epochs * spe)
+    assert big.log_every == max(1, total // s.log_points) and big.checkpoint_every > total
+
+
+def test_apply_quick_merges_nested_overrides_without_touching_the_original():
+    s = load_sweep()
+    q = sweep.apply_quick(s)
+    assert q.base.total_steps == s.quick["base"]["total_steps"] and s.base.total_steps is None
+    assert list(q.batch_sizes) == list(s.quick["batch_sizes"])
+    assert q.name.endswith("_quick") and q.base.model == s.base.model
+
+
+def test_a_diverged_cell_is_recorded_and_skipped_on_rerun(tmp_path, monkeypatch):
+    from lars_jax import train
+    calls = []
+
+    def diverge(config, workdir):
+        calls.append(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        raise train.NonFiniteLossError("loss is nan at step 3: training diverged; no checkpoint was written yet.")
+
+    monkeypatch.setattr(train, "train_and_evaluate", diverge)
+    s = load_sweep()
+    cell = sweep.Cell("sgd_goyal", 16384, 1.0, 0, sweep.cell_config(s, "sgd_goyal", 16384, 1.0, 0, 60000))
+    rec = sweep.run_cell(cell, str(tmp_path), 60000)
+    assert rec["status"] == "diverged" and rec["test_accuracy"] is None and not rec["skipped"]
+    assert "diverged" in rec["message"]
+    again = sweep.run_cell(cell, str(tmp_path), 60000)
+    assert again["skipped"] and again["status"] == "diverged" and len(calls) == 1
+    # The summary and table report it as diverged, not as an accuracy.
+    summary = sweep.summarise(s, [rec])
+    assert summary[0]["mean_accuracy"] is None and summary[0]["diverged"] == 1
+    assert "diverged" in sweep.markdown(s, summary, [rec], {"description": "", "cell_seconds": 0,
+                                                            "sweep_seconds": 0, "machine": "test"})
+
+
+def _run_quick(workdir, out):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the CLI's default: the one CPU device a user has
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    cmd = [sys.executable, "-m", "lars_jax.sweep", "--config", SWEEP_CONFIG, "--workdir", str(workdir),
+           "--out", str(out), "--quick"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
+    workdir, out = tmp_path / "sweep", tmp_path / "out"
+    stdout = _run_quick(workdir, out)
+    s = sweep.apply_quick(load_sweep())
+    n_cells = sum(len(s.optimizers[o].lr_multipliers) for o in s.optimizer_order) * len(s.batch_sizes)
+    assert stdout.count(" acc ") == n_cells, stdout
+
+    # results.json: schema, one record per cell, the selection rule applied.
+    with open(out / sweep.RESULTS_JSON) as f:
+        doc = json.load(f)
+    assert doc["schema_version"] == sweep.SCHEMA_VERSION
+    for key in ("sweep", "description", "sweep_seconds", "cell_seconds", "machine", "batch_sizes", "optimizers",
+                "seeds", "selection", "base_config", "summary", "cells"):
+        assert key in doc, key
+    assert len(doc["cells"]) == n_cells
+    for c in doc["cells"]:
+        assert c["status"] == "ok" and 0.1 < c["test_accuracy"] <= 1.0, c  # better than chance after a few steps
+        assert c["final_step"] == s.base.total_steps
+        assert os.path.exists(os.path.join(c["workdir"], "results.json"))
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(c["workdir"]))
+    assert len(doc["summary"]) == len(s.batch_sizes) * len(s.optimizer_order)
+    for row in doc["summary"]:
+        trials = {float(k): v for k, v in row["trial_accuracies"].items()}
+        assert set(trials) == set(s.optimizers[row["optimizer"]].lr_multipliers)
+        assert trials[row["lr_multiplier"]] == max(trials.values())  # best trial selected
+        assert row["mean_accuracy"] == pytest.approx(row["accuracies"][0])
+
+    # results.md: the table, every optimizer and batch, the LR search table.
+    md = (out / sweep.RESULTS_MD).read_text()
+    for o in s.optimizer_order:
+        assert s.optimizers[o].label in md
+    for b in s.batch_sizes:
+        assert f"| {b:,} |" in md
+    assert "LR search" in md and "no validation split" in md
+
+    # The plots: real PNGs with content; trust ratios read back from the LARS cells' TensorBoard events.
+    for png in (sweep.ACCURACY_PNG, sweep.TRUST_PNG):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, png
+    lars = next(c for c in doc["cells"] if c["optimizer"] == "lars")
+    ratios = sweep.read_scalars(lars["workdir"], "layers/trust_ratio/")
+    assert any(k.endswith("fc1/kernel") for k in ratios) and all(v for v in ratios.values())
+
+    # Rerun: every cell is skipped, the outputs are rewritten with the same cells.
+    stdout = _run_quick(workdir, out)
+    assert stdout.count("skipped") == n_cells, stdout
+    with open(out / sweep.RESULTS_JSON) as f:
+        again = json.load(f)
+    assert [c["test_accuracy"] for c in again["cells"]] == [c["test_accuracy"] for c in doc["cells"]]
+
+
+def test_mlp_parameter_count_and_outputs():
+    from lars_jax import models
+    import jax
+    import jax.numpy as jnp
+    model = models.create_model("mlp", num_classes=10, bn_group_size=4)
+    variables = model.init(jax.random.key(0), jnp.zeros((8, 28, 28, 1)), train=False)
+    assert models.param_count(variables["params"]) == 784 * 512 + 512 * 2 + 512 * 256 + 256 * 2 + 256 * 10 + 10
+    logits, _ = model.apply(variables, jnp.ones((8, 28, 28, 1)), train=True, mutable=["batch_stats"])
+    assert logits.shape == (8, 10)
