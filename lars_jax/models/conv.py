@@ -195,7 +195,7 @@ def max_pool(inputs, window_shape: Sequence[int], strides: Sequence[int] | None 
              padding="VALID"):
     """flax.linen.max_pool; non-overlapping k x k windows take the fast path (module docstring)."""
     window_shape = tuple(window_shape)
-    strides = tuple(strides) if strides is not None else window_shape
+    strides = tuple(strides) if strides is not None else (1,) * len(window_shape)  # flax's default
     k = window_shape[0]
     if (inputs.ndim == 4 and window_shape == (k, k) and strides == (k, k) and 1 < k <= 11
             and padding == "VALID" and inputs.shape[1] % k == 0 and inputs.shape[2] % k == 0):
