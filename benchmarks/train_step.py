@@ -23,7 +23,9 @@ optimizer; PyTorch computes none).
 
 Rounds alternate (jax round, torch round, ...) so that load from other processes hits both
 alike; each round times `--steps` steps after the warm-up and the reported figure is the median
-over rounds of images/s. Prints a table with the ratio jax/torch and writes JSON
+over rounds of images/s. The load average is recorded: on a shared machine PyTorch's OpenMP
+threads lose far more than XLA's when a core is taken (seen: torch 2,300 -> 400 img/s, JAX
+2,100 -> 900), so only runs on an idle machine compare the frameworks. Prints a table with the ratio jax/torch and writes JSON
 {"rows": [{"net", "batch", "jax_params", "torch_params", "jax_images_per_second",
 "torch_images_per_second", "ratio", ...}], "machine": {...}, ...}.
 
@@ -240,6 +242,7 @@ def time_round(run, steps: int) -> float:
 def machine_info(threads: int, with_torch: bool) -> dict:
     import jax
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "load_average_1_5_15min_at_end": [round(v, 2) for v in os.getloadavg()],
             "cpu_count": os.cpu_count(), "jax": jax.__version__, "jax_device": jax.devices()[0].device_kind,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "torch_threads": threads}
     try:
@@ -271,6 +274,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     rows = []
+    load_start = [round(v, 2) for v in os.getloadavg()]
     for net in args.nets.split(","):
         t0 = time.perf_counter()
         jrun, jparams, jhold = jax_runner(net, args.batch)
@@ -311,7 +315,9 @@ def main(argv=None):
         t = f"{r['torch_images_per_second']:12.0f}" if r["ratio"] is not None else f"{'-':>12s}"
         ratio = f"{r['ratio']:10.2f}" if r["ratio"] is not None else f"{'-':>10s}"
         print(f"{r['net']:10s} {r['jax_params']:9,d} {r['jax_images_per_second']:10.0f} {t} {ratio}")
-    result = {"rows": rows, "machine": machine_info(args.threads, with_torch),
+    machine = machine_info(args.threads, with_torch)
+    machine["load_average_1_5_15min_at_start"] = load_start
+    result = {"rows": rows, "machine": machine,
               "settings": {"rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
                            "optimizer": {"name": "lars", "denominator": "paper", "lr": LR,
                                          "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY,

@@ -155,7 +155,7 @@ def test_table1_shape():
 
 CHECKS = scaling.paper_checks(MODELS)
 ERRORS = {(r["fit_on"], r["case"]): r["error"] for r in CHECKS["rows"] if "fit_on" in r}
-# Stated errors of the one-parameter KNL calibration (README / docs/experiments_and_scaling.md).
+# Stated errors of the one-parameter KNL calibration (README, "Time, communication and cost model").
 TOLERANCE = 0.25
 
 

@@ -3,7 +3,7 @@
 Both are drop-ins: `conv_general_dilated` for `lax.conv_general_dilated` (pass it to flax's
 `nn.Conv(conv_general_dilated=...)`: parameters, names and shapes are unchanged) and `max_pool`
 for `flax.linen.max_pool`. Forward values are lax's; gradients are lax's up to float rounding of
-the weight gradient's sums (and bit for bit for the pool). docs/performance.md has the profiles.
+the weight gradient's sums (and bit for bit for the pool). README.md, section "Performance", has the profiles.
 
 conv_general_dilated: the forward pass is `lax.conv_general_dilated`, unchanged on every backend,
 so FLOP counts and GPU/TPU programs are untouched. The backward pass differs on CPU only (chosen
