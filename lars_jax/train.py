@@ -239,8 +239,11 @@ class Trainer:
         local = parallel.local_batch_size(self.config.global_batch_size)
         it = data.train_iterator(self.config, local_batch_size=local, process_index=jax.process_index(),
                                  process_count=jax.process_count(), start_step=start_step)
+        previous = None
         for batch in it:
-            yield parallel.global_batch(batch, self.mesh)
+            if batch is not previous:  # synthetic data repeats one batch: keep it on the devices
+                previous, on_devices = batch, parallel.global_batch(batch, self.mesh)
+            yield on_devices
 
 
 def _every(value, default: int) -> int:
