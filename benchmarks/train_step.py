@@ -25,9 +25,9 @@ Rounds alternate (jax round, torch round, ...) so that load from other processes
 alike; each round times `--steps` steps after the warm-up and the reported figure is the median
 over rounds of images/s. The load average is recorded: on a shared machine PyTorch's OpenMP
 threads lose far more than XLA's when a core is taken (seen: torch 2,300 -> 400 img/s, JAX
-2,100 -> 900), so only runs on an idle machine compare the frameworks. Prints a table with the ratio jax/torch and writes JSON
-{"rows": [{"net", "batch", "jax_params", "torch_params", "jax_images_per_second",
-"torch_images_per_second", "ratio", ...}], "machine": {...}, ...}.
+2,100 -> 900), so only runs on an idle machine compare the frameworks. Prints a table with the
+ratio jax/torch and writes JSON {"rows": [{"net", "batch", "jax_params", "torch_params",
+"jax_images_per_second", "torch_images_per_second", "ratio", ...}], "machine": {...}, ...}.
 
 PyTorch is a benchmark-only extra: `pip install torch==2.13.0` (the CPU build; see pyproject's
 `bench` extra). JAX-only runs: `--no-torch`.
@@ -96,7 +96,8 @@ def jax_runner(net: str, batch: int, seed: int = 0, dtype: str = "float32"):
             s, metrics = trainer.train_step(s, gbatch)
         jax.block_until_ready(s)
         holder["state"] = s
-        holder["losses"].append(float(metrics["loss"]))
+        if n:
+            holder["losses"].append(float(metrics["loss"]))
 
     return run, models.param_count(state.params), holder
 
@@ -227,7 +228,8 @@ def torch_runner(net: str, batch: int, seed: int = 0, dtype: str = "float32"):
                 loss = F.cross_entropy(model(x).float(), y)
             loss.backward()
             opt.step()
-        holder["losses"].append(float(loss.detach()))
+        if n:
+            holder["losses"].append(float(loss.detach()))
 
     return run, sum(p.numel() for p in model.parameters()), holder
 
@@ -265,6 +267,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4, help="train steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="activations: JAX config.dtype; PyTorch CPU autocast")
     parser.add_argument("--no-torch", action="store_true", help="time the JAX side only")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -277,14 +281,14 @@ def main(argv=None):
     load_start = [round(v, 2) for v in os.getloadavg()]
     for net in args.nets.split(","):
         t0 = time.perf_counter()
-        jrun, jparams, jhold = jax_runner(net, args.batch)
+        jrun, jparams, jhold = jax_runner(net, args.batch, dtype=args.dtype)
         jrun(1)  # compile
         compile_s = time.perf_counter() - t0
         jrun(args.warmup)
         runners = {"jax": jrun}
         tparams = None
         if with_torch:
-            trun, tparams, thold = torch_runner(net, args.batch)
+            trun, tparams, thold = torch_runner(net, args.batch, dtype=args.dtype)
             assert jparams == tparams, f"{net}: parameter counts differ: jax {jparams} torch {tparams}"
             trun(args.warmup)
             runners["torch"] = trun
@@ -318,7 +322,8 @@ def main(argv=None):
     machine = machine_info(args.threads, with_torch)
     machine["load_average_1_5_15min_at_start"] = load_start
     result = {"rows": rows, "machine": machine,
-              "settings": {"rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
+              "settings": {"dtype": args.dtype, "rounds": args.rounds, "steps_per_round": args.steps,
+                           "warmup": args.warmup,
                            "optimizer": {"name": "lars", "denominator": "paper", "lr": LR,
                                          "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY,
                                          "trust_coefficient": ETA, "exclude": "ndim <= 1"}},
