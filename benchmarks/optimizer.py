@@ -4,8 +4,12 @@
 
 Compares optax.sgd(momentum=0.9), optax.lars (ndim <= 1 masked) and lars_jax.optim.lars (paper
 denominator), plus the lars_jax variants, side by side in one process: the update and
-`apply_updates` in one jit with params and optimizer state donated, median of `--repeats` timed
-calls after a warm-up, the methods interleaved round by round so that machine noise hits all alike.
+`apply_updates` in one jit with params and optimizer state donated. The methods take turns round
+by round, in a fresh random order each round, so that machine noise hits all alike. In its turn
+a method runs twice back to back: the second call is the steady-state time (the update running
+step after step, as in training), the first the time right after another method's program ran
+(which on this CPU slows the next program, most after optax.lars). Both medians are reported;
+the ratios in the first columns use the steady-state times.
 """
 from __future__ import annotations
 
@@ -50,7 +54,14 @@ def make_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def run(repeats: int = 30) -> list[dict]:
+def _call(run_, grads) -> float:
+    t0 = time.perf_counter()
+    run_["params"], run_["state"] = run_["step"](run_["params"], run_["state"], grads)
+    jax.block_until_ready(run_["params"])
+    return time.perf_counter() - t0
+
+
+def run(repeats: int = 30, seed: int = 0) -> list[dict]:
     """Times every method, prints the table, returns its rows."""
     params = resnet50_params()
     grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
@@ -62,24 +73,31 @@ def run(repeats: int = 30) -> list[dict]:
         s = tx.init(p)
         p, s = step(p, s, grads)  # compile + warm-up
         jax.block_until_ready(p)
-        runs[name] = {"step": step, "params": p, "state": s, "times": []}
-    for _ in range(repeats):  # interleaved, so that machine noise hits every method alike
-        for run_ in runs.values():
-            t0 = time.perf_counter()
-            run_["params"], run_["state"] = run_["step"](run_["params"], run_["state"], grads)
-            jax.block_until_ready(run_["params"])
-            run_["times"].append(time.perf_counter() - t0)
+        runs[name] = {"step": step, "params": p, "state": s, "steady": [], "after_switch": []}
+    order = list(runs)
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            runs[name]["after_switch"].append(_call(runs[name], grads))
+            runs[name]["steady"].append(_call(runs[name], grads))
 
-    sgd = float(np.median(runs["optax.sgd"]["times"])) * 1e3
-    optax_lars = float(np.median(runs["optax.lars"]["times"])) * 1e3
+    median_ms = {name: {k: float(np.median(run_[k])) * 1e3 for k in ("steady", "after_switch")}
+                 for name, run_ in runs.items()}
+    sgd, optax_lars = median_ms["optax.sgd"], median_ms["optax.lars"]
     print(f"ResNet-50 parameter tree: {n_params:,} parameters in {len(jax.tree.leaves(params))} tensors; "
           f"{jax.devices()[0].device_kind}, median of {repeats}")
-    print(f"{'method':34s} {'ms':>8s} {'x optax.sgd':>12s} {'x optax.lars':>13s}")
+    print(f"{'method':34s} {'ms':>8s} {'x optax.sgd':>12s} {'x optax.lars':>13s} "
+          f"{'after switch ms':>16s} {'x optax.sgd':>12s}")
     rows = []
-    for name, run_ in runs.items():
-        ms = float(np.median(run_["times"])) * 1e3
-        rows.append({"method": name, "median_ms": ms, "ratio_to_sgd": ms / sgd, "ratio_to_optax_lars": ms / optax_lars})
-        print(f"{name:34s} {ms:8.2f} {ms / sgd:12.2f} {ms / optax_lars:13.2f}")
+    for name, ms in median_ms.items():
+        row = {"method": name, "median_ms": ms["steady"], "ratio_to_sgd": ms["steady"] / sgd["steady"],
+               "ratio_to_optax_lars": ms["steady"] / optax_lars["steady"],
+               "after_switch_ms": ms["after_switch"],
+               "after_switch_ratio_to_sgd": ms["after_switch"] / sgd["after_switch"]}
+        rows.append(row)
+        print(f"{name:34s} {row['median_ms']:8.2f} {row['ratio_to_sgd']:12.2f} {row['ratio_to_optax_lars']:13.2f} "
+              f"{row['after_switch_ms']:16.2f} {row['after_switch_ratio_to_sgd']:12.2f}")
     return rows
 
 
