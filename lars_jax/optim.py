@@ -115,8 +115,8 @@ def scale_by_layerwise_trust_ratio(*, weight_decay: float = 0.0, trust_coefficie
         ratio = trust_ratio(_norm(w), _norm(u), decayed_norm, weight_decay=weight_decay,
                             trust_coefficient=trust_coefficient, eps=eps, denominator=denominator)
         # ratio * u + (ratio * beta) * w, not ratio * (u + beta * w): with the optax denominator,
-        # XLA:CPU would share beta * w between the norm and the update and write it out in full
-        # (42 -> 22 ms on ResNet-50's tree, benchmarks/optimizer.py).
+        # XLA:CPU would share u + beta * w between the norm and the update and write it out in
+        # full (42 -> 22 ms on ResNet-50's tree, benchmarks/optimizer.py).
         return ratio * u + (ratio * weight_decay) * w
 
     return _layerwise(scale_leaf, exclude)
