@@ -1,56 +1,24 @@
 """AlexNet-BN, batch 2,048, LARS, 100 epochs: one row of the paper's AlexNet-BN table.
 
-You et al. 2017 ("ImageNet Training in Minutes") and You, Gitman, Ginsburg 2017 (LARS): AlexNet with
-LRN replaced by BatchNorm, trained with LARS at batch 512 ... 32k for 100 epochs.
-Per-row accuracies of the paper's table were not confirmed from text (../shared/PAPER.md); README's
-grid table lists what was.
+Every value (and its source) is experiments/alexnet_bn_512.py's, except the lines below: the batch
+and what depends on it. The peak LR follows that row's sqrt rule: 2 * sqrt(2048 / 512) = 4.
 
     python -m lars_jax.main --config experiments/alexnet_bn_2k.py --workdir runs/alexnet_bn_2k
 
-Sources are cited per line; "NOT FOUND" marks a value the paper's text did not give, with what was
-chosen instead and why. Memory: `microbatches` is set so that one 8-accelerator machine holds the
-batch (256 images per device per microbatch on 8 devices); set --config.microbatches=1 when
-the per-device batch fits (e.g. 2,048 over 4 devices or more).
+Memory: `microbatches` is set so that one 8-accelerator machine holds the batch (256 images per
+device per microbatch on 8 devices); set --config.microbatches=1 when the per-device batch fits
+(e.g. 2,048 over 4 devices or more).
 """
-from lars_jax.configs import get_base_config
+import os
+
+from lars_jax.configs import load_config
 
 
 def get_config():
-    c = get_base_config()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_2k"
-
-    # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
-    c.image_size = 227  # Caffe's AlexNet crop size (BVLC train_val.prototxt); the paper used Caffe
-    c.augment = True  # paper (Caffe): random 227 crop + mirror. Ours is an Inception-style
-    # random-resized crop + flip (lars_jax/data/imagenet_preprocess.py): NOT the same augmentation.
-
-    # Model.
-    c.model = "alexnet_bn"  # PAPER.md: AlexNet with LRN replaced by BatchNorm (AlexNet-BN)
-    c.dtype = "float32"  # the paper trains in single precision
-    c.bn_group_size = 64  # PAPER.md: 32k over 512 KNL = 64 images per worker, normalised per
-    # worker. Kept at 64 for every batch so BN statistics mean the same in every row (NOT
-    # FOUND per row).
-    c.label_smoothing = 0.0  # NOT FOUND in PAPER.md; the 2017 Caffe recipe has none: chose 0
-
-    # Optimizer: LARS as in the paper.
-    c.optimizer = "lars"  # PAPER.md / LARS paper Algorithm 1
-    c.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
-    c.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
-    c.momentum = 0.9  # PAPER.md: momentum 0.9
-    c.weight_decay = 5e-4  # PAPER.md: Caffe's AlexNet default, NOT confirmed from the paper's text
-    c.base_learning_rate = 2.0  # NOT FOUND: the paper's per-row LRs were not confirmed from text.
-    c.base_batch_size = 512  # Chosen: peak LR 2 at batch 512, scaled by sqrt(B / 512) (next line),
-    c.lr_scaling = "sqrt"  # i.e. 4 at 2,048; a choice to tune, not the paper's number.
     # NOT FOUND in PAPER.md for this batch; chose 5 epochs (Goyal et al.'s warmup length),
     # between the 2 used at 1k and the paper's 13 at 4k
     c.warmup_epochs = 5.0
-    c.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
-    c.poly_power = 2.0  # PAPER.md: power 2
-    c.end_learning_rate = 0.0  # the paper's formula decays to 0
-
-    # Schedule of the run.
     c.global_batch_size = 2048  # the row's batch
-    c.num_epochs = 100.0  # PAPER.md: AlexNet is trained for 100 epochs
-    c.microbatches = 1  # memory only, see the module docstring
     return c

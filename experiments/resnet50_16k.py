@@ -1,62 +1,30 @@
 """ResNet-50, batch 16,384, LARS, 90 epochs, with data augmentation: a paper table row.
 
-You et al. 2017 ("ImageNet Training in Minutes") train ResNet-50 with LARS at batch 256 ... 32k for
-90 epochs and report results with and without data augmentation.
-Per-row accuracies of the paper's table were not confirmed from text (../shared/PAPER.md); README's
-grid table lists what was. The paper's Caffe ResNet-50 is v1 (stride in the first 1x1), set below;
-MLPerf's and torchvision's are v1.5.
+Every value (and its source) is experiments/resnet50_32k.py's, except the lines below: the batch
+and what depends on it.
 
     python -m lars_jax.main --config experiments/resnet50_16k.py \
         --workdir runs/resnet50_16k
 
-Sources are cited per line; "NOT FOUND" marks a value the paper's text did not give, with what was
-chosen instead and why. Memory: `microbatches` is set so that one 8-accelerator machine holds the
-batch (256 images per device per microbatch on 8 devices, about what an 80 GB GPU holds in
-float32); set --config.microbatches=1 when the per-device batch fits.
+Memory: `microbatches` is set so that one 8-accelerator machine holds the batch (256
+images per device per microbatch on 8 devices); set --config.microbatches=1 when the per-device
+batch fits.
 """
-from lars_jax.configs import get_base_config
+import os
+
+from lars_jax.configs import load_config
 
 
 def get_config():
-    c = get_base_config()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_32k.py"))
     c.name = "resnet50_16k"
-
-    # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
-    c.image_size = 224  # He et al. 2016: 224x224 crops
-    c.augment = True  # PAPER.md: the paper reports ResNet-50 with and without
-    # augmentation; this is the 'with' row: Inception-style random-resized crop
-    # + flip (lars_jax/data/imagenet_preprocess.py)
-
-    # Model.
-    c.resnet_variant = "v1"  # the paper trains Caffe's ResNet-50 (He et al. 2016): stride in the 1x1
-    c.model = "resnet50"  # PAPER.md: ResNet-50
-    c.dtype = "float32"  # the paper trains in single precision
-    # NOT FOUND per row; chose the paper's per-KNL batch at 32k (64, PAPER.md) so BN means the
-    # same in every LARS row
-    c.bn_group_size = 64
-    c.label_smoothing = 0.0  # NOT FOUND in PAPER.md for the paper's runs (MLPerf used 0.1): chose 0
-
-    # Optimizer: LARS as in the paper.
-    c.optimizer = "lars"  # PAPER.md / LARS paper Algorithm 1
-    c.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
-    c.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
-    c.momentum = 0.9  # PAPER.md: momentum 0.9
-    c.weight_decay = 1e-4  # NOT FOUND in PAPER.md for the paper's runs; chose 1e-4, He et al.'s
-    # ResNet-50 value, also MLPerf v0.7 JAX's at 32k+ (PAPER.md; it used 2e-4 below 32k)
-    # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 25 below 32k (the paper's own LR NOT
-    # FOUND)
+    # bn_group_size stays the 32k row's 64 (its per-KNL batch, PAPER.md) so that BN means the same in
+    # every LARS row: NOT FOUND per row
+    # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 25 below 32k (the paper's own LR NOT FOUND)
     c.base_learning_rate = 25.0
     c.base_batch_size = 16384  # the peak LR above is given for this batch
-    c.lr_scaling = "none"  # LARS: no batch scaling rule, the peak is set per row
     # PAPER.md: MLPerf v0.7 warmup 5 epochs below 32k (the paper's own warmup NOT FOUND)
     c.warmup_epochs = 5.0
-    c.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
-    c.poly_power = 2.0  # PAPER.md: power 2
-    c.end_learning_rate = 0.0  # the paper's formula decays to 0 (MLPerf: 1e-4)
-
-    # Schedule of the run.
     c.global_batch_size = 16384  # the row's batch
-    c.num_epochs = 90.0  # PAPER.md: ResNet-50 is trained for 90 epochs
     c.microbatches = 8  # memory only, see the module docstring
     return c

@@ -7,16 +7,13 @@ setting without augmentation did exactly: NOT FOUND).
     python -m lars_jax.main --config experiments/resnet50_256_noaug.py \
         --workdir runs/resnet50_256_noaug
 """
-import importlib.util
 import os
+
+from lars_jax.configs import load_config
 
 
 def get_config():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_256.py")
-    spec = importlib.util.spec_from_file_location("resnet50_256", path)
-    base = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(base)
-    c = base.get_config()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_256.py"))
     c.name = "resnet50_256_noaug"
     c.augment = False  # the 'without augmentation' row
     return c

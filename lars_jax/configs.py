@@ -6,6 +6,9 @@ raises `ConfigError` (a ValueError) naming the field and the allowed values.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 OPTIMIZERS = ("lars", "lamb", "sgd", "nesterov")
@@ -79,6 +82,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.eval_batch_size = ml_collections.FieldReference(None, field_type=int)  # None = global batch
     return c
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of the experiment file at `path`, for a file that builds on another row."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def _require(ok: bool, field: str, message: str) -> None:
