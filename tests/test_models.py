@@ -1,7 +1,6 @@
 """Tests for lars_jax.models: parameter counts against published figures, shapes and dtypes,
 BatchNorm train/eval semantics, grouped BatchNorm against flax references, ResNet v1/v1.5."""
 import jax
-import jax.extend.core  # noqa: F401  (ClosedJaxpr, Jaxpr for walking nested jaxprs)
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lars_jax import models
+from lars_jax.models import flops
 from lars_jax.models import (GroupedBatchNorm, analytic_macs, create_model, forward_flops, lrn,
                              param_count)
 
@@ -93,15 +93,7 @@ def test_output_shape_dtype_and_float32_params(name, dtype):
 
 def _conv_eqns(jaxpr):
     """All conv_general_dilated equations in a jaxpr, including nested sub-jaxprs."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            yield eqn
-        for p in eqn.params.values():
-            for sub in (p if isinstance(p, (list, tuple)) else [p]):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    yield from _conv_eqns(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    yield from _conv_eqns(sub)
+    return (eqn for eqn in flops._eqns(jaxpr) if eqn.primitive.name == "conv_general_dilated")
 
 
 def _convs(model, shape, dtype=jnp.float32):
