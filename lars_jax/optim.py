@@ -7,7 +7,11 @@ LARS (You, Gitman, Ginsburg 2017, Algorithm 1), per parameter tensor w with grad
     v <- m * v + gamma_t * lambda * (g + beta * w);   w <- w - v
 
 with eta the trust coefficient, beta the weight decay, gamma_t the global schedule, m the
-momentum; lambda = 1 where ||w|| or ||g|| is 0. Excluded tensors (default: every leaf with
+momentum. Where a norm is 0, lambda = 1, each mode as its reference does: "paper" tests ||w|| and
+||g|| (TF's LARSOptimizer, MLPerf; a tensor with g = 0 then still decays by gamma_t * beta * w),
+"optax" tests ||w|| and ||g + beta * w||, exactly as `optax.lars` (g = 0 keeps lambda = eta / beta).
+Norms accumulate in float32 for bf16/f16 leaves and in the leaf's own dtype for float32/float64.
+Excluded tensors (default: every leaf with
 ndim <= 1, i.e. biases and BatchNorm scale/bias) get v <- m * v + gamma_t * g: no trust ratio, no
 weight decay.
 
@@ -59,22 +63,22 @@ def _check_common(learning_rate, momentum: float, weight_decay: float) -> None:
 
 def trust_ratio(w_norm, u_norm, wd_u_norm, *, weight_decay: float, trust_coefficient: float,
                 eps: float, denominator: str):
-    """The layer-wise local LR lambda (a scalar), 1 where ||w|| or ||u|| is 0.
+    """The layer-wise local LR lambda (a scalar); 1 where ||w|| or the denominator's norm is 0.
 
-    w_norm: ||w||; u_norm: ||u|| of the raw update (gradient for LARS); wd_u_norm: ||u + beta*w||
-    (used only by denominator="optax").
+    w_norm: ||w||; u_norm: ||u|| of the raw update (the gradient for LARS), read by "paper";
+    wd_u_norm: ||u + beta*w||, read by "optax" (as optax.scale_by_trust_ratio, which sees u + beta*w).
     """
     if denominator == "paper":
-        denom = u_norm + weight_decay * w_norm + eps
+        denom, norm = u_norm + weight_decay * w_norm + eps, u_norm
     else:
-        denom = wd_u_norm + eps
+        denom, norm = wd_u_norm + eps, wd_u_norm
     ratio = trust_coefficient * w_norm / denom
-    return jnp.where((w_norm == 0) | (u_norm == 0), jnp.ones_like(ratio), ratio)
+    return jnp.where((w_norm == 0) | (norm == 0), jnp.ones_like(ratio), ratio)
 
 
 def _norm(x):
-    # float32 accumulation whatever the leaf dtype: bf16 sums of squares lose the norm.
-    x = x.astype(jnp.float32)
+    # bf16/f16 sums of squares lose the norm: accumulate those in float32, never lower float64.
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     return jnp.sqrt(jnp.sum(x * x))
 
 

@@ -42,8 +42,12 @@ def numpy_lars_updates(params, grads_seq, lr_fn, *, momentum, weight_decay, eta,
             else:
                 wn, gn = np.linalg.norm(wl), np.linalg.norm(gl)
                 d = gl + weight_decay * wl
-                den = gn + weight_decay * wn if denominator == "paper" else np.linalg.norm(d)
-                ratio = 1.0 if (wn == 0 or gn == 0) else eta * wn / (den + eps)
+                # paper (TF, MLPerf): 1 where ||w|| or ||g|| is 0; optax: where ||w|| or ||g + beta*w|| is
+                if denominator == "paper":
+                    den, tested = gn + weight_decay * wn, gn
+                else:
+                    den = tested = np.linalg.norm(d)
+                ratio = 1.0 if (wn == 0 or tested == 0) else eta * wn / (den + eps)
             vl = momentum * vl + lr * ratio * d
             u = -(momentum * vl + lr * ratio * d) if nesterov else -vl
             new_w.append(wl + u), new_v.append(vl), upd.append(u)
@@ -77,8 +81,7 @@ def max_rel_error(got_seq, ref_seq):
     ("optax", False, 5e-4, 0.001, 0.0),
     ("optax", True, 1e-3, 0.01, 1e-9),
 ])
-def test_lars_matches_float64_reference(denominator, nesterov, weight_decay, eta, eps):
-    rng = np.random.default_rng()
+def test_lars_matches_float64_reference(denominator, nesterov, weight_decay, eta, eps, rng):
     params = random_tree(rng)
     grads_seq = [random_tree(rng, scale=10.0 ** rng.uniform(-3, 1)) for _ in range(6)]
     schedule = optax.linear_schedule(0.5, 2.0, 6)  # a schedule LR, read from the state's count
@@ -92,8 +95,7 @@ def test_lars_matches_float64_reference(denominator, nesterov, weight_decay, eta
     assert err < 1e-5
 
 
-def test_paper_and_optax_denominators_differ():
-    rng = np.random.default_rng()
+def test_paper_and_optax_denominators_differ(rng):
     params, grads = random_tree(rng), random_tree(rng)
     a = run_tx(optim.lars(1.0, weight_decay=0.1, denominator="paper"), params, [grads])[0]
     b = run_tx(optim.lars(1.0, weight_decay=0.1, denominator="optax"), params, [grads])[0]
@@ -102,8 +104,7 @@ def test_paper_and_optax_denominators_differ():
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_optax_denominator_equals_optax_lars(nesterov):
-    rng = np.random.default_rng()
+def test_optax_denominator_equals_optax_lars(nesterov, rng):
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(5)]
     mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
@@ -117,8 +118,7 @@ def test_optax_denominator_equals_optax_lars(nesterov):
         assert max_rel_diff(b, a) < 1e-6
 
 
-def test_zero_norm_guard():
-    rng = np.random.default_rng()
+def test_zero_norm_guard(rng):
     params, grads = random_tree(rng), random_tree(rng)
     params["dense"]["kernel"] = np.zeros_like(params["dense"]["kernel"])  # ||w|| = 0
     grads["conv"]["kernel"] = np.zeros_like(grads["conv"]["kernel"])  # ||g|| = 0
@@ -130,8 +130,75 @@ def test_zero_norm_guard():
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(upd))
 
 
-def test_default_exclusion_is_plain_momentum_sgd():
-    rng = np.random.default_rng()
+@pytest.mark.parametrize("denominator,expected", [("optax", -0.001), ("paper", -0.0005)])
+def test_zero_gradient_rule_of_each_denominator(denominator, expected):
+    # g = 0, w = 1, lr 1, beta 5e-4, eta 0.001. optax tests ||g + beta*w|| != 0 and keeps
+    # lambda = eta*||w|| / (beta*||w||) = 2: update -2 * beta = -0.001. The paper's rule (TF's
+    # LARSOptimizer, MLPerf) tests ||g|| = 0 and falls back to lambda = 1: -beta = -0.0005.
+    # An all-zero tensor gets a zero update in both.
+    params = {"w": np.ones((2, 2), np.float32), "zero": np.zeros((3, 3), np.float32)}
+    grads = jax.tree.map(np.zeros_like, params)
+    upd = run_tx(optim.lars(1.0, weight_decay=5e-4, trust_coefficient=0.001, denominator=denominator),
+                 params, [grads])[0]
+    np.testing.assert_allclose(upd["w"], np.full((2, 2), expected), rtol=1e-6)
+    np.testing.assert_array_equal(upd["zero"], 0.0)
+    if denominator == "optax":
+        theirs = run_tx(optax.lars(1.0, weight_decay=5e-4, trust_coefficient=0.001), params, [grads])[0]
+        np.testing.assert_allclose(upd["w"], theirs["w"], rtol=1e-6)
+        np.testing.assert_array_equal(theirs["zero"], 0.0)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_optax_denominator_equals_optax_lars_with_zero_gradients_and_zero_tensors(nesterov, rng):
+    # Ten steps where one kernel's gradient is exactly 0 (w != 0) and another kernel is all zeros
+    # (w = 0, g = 0 at first, then g != 0): the edges where the zero-norm rules decide.
+    params = random_tree(rng)
+    params["dense"]["kernel"] = np.zeros_like(params["dense"]["kernel"])
+    grads_seq = []
+    for t in range(10):
+        grads = random_tree(rng)
+        grads["conv"]["kernel"] = np.zeros_like(grads["conv"]["kernel"])
+        if t < 3:
+            grads["dense"]["kernel"] = np.zeros_like(grads["dense"]["kernel"])
+        grads_seq.append(grads)
+    mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
+    ours = optim.lars(0.5, momentum=0.9, weight_decay=5e-4, trust_coefficient=0.001, nesterov=nesterov,
+                      denominator="optax")
+    theirs = optax.lars(0.5, weight_decay=5e-4, weight_decay_mask=mask, trust_coefficient=0.001,
+                        trust_ratio_mask=mask, momentum=0.9, nesterov=nesterov)
+    w_ours, w_theirs = params, params
+    for a, b, grads in zip(run_tx(ours, params, grads_seq), run_tx(theirs, params, grads_seq), grads_seq):
+        assert max_rel_diff(b, a) < 1e-6
+        w_ours, w_theirs = optax.apply_updates(w_ours, a), optax.apply_updates(w_theirs, b)
+    np.testing.assert_allclose(np.linalg.norm(w_ours["conv"]["kernel"]),
+                               np.linalg.norm(w_theirs["conv"]["kernel"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("denominator,nesterov", [("paper", False), ("paper", True), ("optax", False)])
+def test_lars_in_float64_matches_the_float64_reference_to_1e_12(denominator, nesterov, rng):
+    # Under jax_enable_x64 the norms must not drop to float32 (that alone gives ~1e-7 errors).
+    with jax.enable_x64(True):
+        to64 = lambda t: jax.tree.map(lambda x: np.asarray(x, np.float64), t)  # noqa: E731
+        params = to64(random_tree(rng))
+        grads_seq = [to64(random_tree(rng, scale=10.0 ** rng.uniform(-3, 1))) for _ in range(6)]
+        schedule = optax.linear_schedule(0.5, 2.0, 6)
+        tx = optim.lars(schedule, momentum=0.9, weight_decay=5e-4, trust_coefficient=0.001,
+                        nesterov=nesterov, denominator=denominator)
+        got = run_tx(tx, params, grads_seq)
+        assert all(x.dtype == np.float64 for x in jax.tree.leaves(got))
+        ref = numpy_lars_updates(params, grads_seq, schedule, momentum=0.9, weight_decay=5e-4, eta=0.001,
+                                 eps=0.0, nesterov=nesterov, excluded=NDIM_EXCLUDED, denominator=denominator)
+        err = max_rel_error(got, ref)
+    assert err < 1e-12, f"max relative error vs the float64 reference: {err:.2e}"
+
+
+def test_norms_of_bfloat16_leaves_accumulate_in_float32():
+    x = jnp.full((4096,), 0.01, jnp.bfloat16)  # a bf16 running sum of squares would stall near 0.26
+    stats = optim.layer_stats({"w": x.reshape(64, 64)}, {"w": x.reshape(64, 64)})
+    np.testing.assert_allclose(float(stats.w_norm["w"]), np.sqrt(4096) * float(x[0]), rtol=1e-3)
+
+
+def test_default_exclusion_is_plain_momentum_sgd(rng):
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(3)]
     lr, m = 0.1, 0.9
@@ -144,8 +211,7 @@ def test_default_exclusion_is_plain_momentum_sgd():
 
 
 @pytest.mark.parametrize("as_callable", [False, True])
-def test_custom_exclusion(as_callable):
-    rng = np.random.default_rng()
+def test_custom_exclusion(as_callable, rng):
     params, grads = random_tree(rng), random_tree(rng)
     excluded = {"conv": {"kernel": False, "bias": False}, "bn": {"scale": True, "bias": True},
                 "dense": {"kernel": True}}
@@ -158,9 +224,8 @@ def test_custom_exclusion(as_callable):
     np.testing.assert_allclose(upd["conv"]["bias"], -lr * ratio * (gb + beta * b), rtol=1e-5)
 
 
-def test_lars_update_is_the_same_on_8_devices_replicated_and_sharded():
+def test_lars_update_is_the_same_on_8_devices_replicated_and_sharded(rng):
     assert jax.device_count() == 8
-    rng = np.random.default_rng()
     shapes = {"wide": {"kernel": (64, 128)}, "conv": {"kernel": (3, 3, 16, 32), "bias": (32,)}}
     make = lambda s: jax.tree.map(lambda x: rng.standard_normal(x).astype(np.float32), s,  # noqa: E731
                                   is_leaf=lambda x: isinstance(x, tuple))
@@ -192,8 +257,7 @@ def test_lars_update_is_the_same_on_8_devices_replicated_and_sharded():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
-def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default():
-    rng = np.random.default_rng()
+def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default(rng):
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(4)]
     nothing = lambda p: jax.tree.map(lambda _: False, p)  # noqa: E731
@@ -209,8 +273,7 @@ def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default():
 
 
 @pytest.mark.parametrize("mode,nesterov", [("l2", False), ("l2", True), ("decoupled", False), ("decoupled", True)])
-def test_sgd_baselines_match_reference(mode, nesterov):
-    rng = np.random.default_rng()
+def test_sgd_baselines_match_reference(mode, nesterov, rng):
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(4)]
     lr_fn, m, beta = optax.linear_schedule(0.2, 0.05, 4), 0.9, 1e-2
@@ -234,8 +297,7 @@ def test_sgd_baselines_match_reference(mode, nesterov):
         w, b = w + uw, b + ub
 
 
-def test_layer_stats_match_numpy():
-    rng = np.random.default_rng()
+def test_layer_stats_match_numpy(rng):
     params, grads = random_tree(rng), random_tree(rng, scale=0.01)
     stats = jax.jit(lambda p, g: optim.layer_stats(p, g, weight_decay=1e-3, trust_coefficient=0.002))(params, grads)
     w, g = params["dense"]["kernel"].astype(np.float64), grads["dense"]["kernel"].astype(np.float64)
@@ -282,7 +344,7 @@ def test_make_optimizer_rejects_bad_config(override, field, allowed):
 
 
 @pytest.mark.parametrize("name", ["lars", "lamb", "sgd", "nesterov"])
-def test_make_optimizer_builds_each_optimizer_from_config(name):
+def test_make_optimizer_builds_each_optimizer_from_config(name, rng):
     config = configs.get_base_config()
     config.update(optimizer=name, base_learning_rate=0.4, global_batch_size=1024, base_batch_size=256,
                   lr_scaling="linear", warmup_epochs=1, num_epochs=4, decay="poly", weight_decay=1e-3,
@@ -295,7 +357,6 @@ def test_make_optimizer_builds_each_optimizer_from_config(name):
         "sgd": optim.sgd(schedule, momentum=0.8, weight_decay=1e-3),
         "nesterov": optim.sgd(schedule, momentum=0.8, nesterov=True, weight_decay=1e-3),
     }[name]
-    rng = np.random.default_rng()
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(12)]
     for a, b in zip(run_tx(tx, params, grads_seq), run_tx(expected, params, grads_seq)):
