@@ -48,7 +48,7 @@ def _multiset(images, labels):
 @pytest.fixture(scope="session")
 def fashion():
     """Prepares Fashion-MNIST once into the default tfds data_dir (~16 s the first time ever)."""
-    config = _config(dataset="fashion_mnist", augment=False, seed=int(np.random.randint(1 << 30)))
+    config = _config(dataset="fashion_mnist", augment=False, seed=20261201)
     assert data.get_info(config) == data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
     return config
 
@@ -58,9 +58,8 @@ def idx_test():
     return _read_idx("t10k-images-idx3-ubyte.gz"), _read_idx("t10k-labels-idx1-ubyte.gz")
 
 
-def _random_split(n, shape=(8, 8, 1)):
-    """Fresh random images; label i = example identity i (in_memory does not look at classes)."""
-    rng = np.random.default_rng()
+def _random_split(rng, n, shape=(8, 8, 1)):
+    """Random images; label i = example identity i (in_memory does not look at classes)."""
     return in_memory.Split(images=rng.integers(0, 256, (n, *shape), dtype=np.uint8),
                            labels=np.arange(n, dtype=np.int32))
 
@@ -73,7 +72,7 @@ def _take(iterator, n):
 
 
 @needs_idx
-def test_fashion_train_epoch_is_the_idx_train_set(fashion):
+def test_fashion_train_epoch_is_the_idx_train_set(fashion, rng):
     images, labels = _read_idx("train-images-idx3-ubyte.gz"), _read_idx("train-labels-idx1-ubyte.gz")
     batches = _take(data.train_iterator(fashion, local_batch_size=6000), 10)  # one whole epoch
     for b in batches[:2]:
@@ -87,7 +86,7 @@ def test_fashion_train_epoch_is_the_idx_train_set(fashion):
     assert _multiset(got, got_labels) == _multiset(images, labels)  # every example, right label
     # A few examples, pixel by pixel, against the IDX file they came from.
     where = {im.tobytes(): i for i, im in enumerate(images)}
-    for j in np.random.default_rng().choice(60000, 5, replace=False):
+    for j in rng.choice(60000, 5, replace=False):
         i = where[got[j].tobytes()]
         expected = (images[i].astype(np.float64) / 255 - FASHION_MEAN) / FASHION_STD
         np.testing.assert_allclose(batches[j // 6000]["image"][j % 6000, ..., 0], expected, atol=1e-5)
@@ -115,10 +114,10 @@ def test_fashion_shards_are_a_split_of_the_global_batch(fashion, process_count):
 
 
 @pytest.mark.parametrize("process_count", [2, 4])
-def test_shards_disjoint_and_complete_by_identity(process_count):
+def test_shards_disjoint_and_complete_by_identity(process_count, rng, seed):
     n, local = 203, 12
-    split = _random_split(n)
-    kwargs = dict(seed=int(np.random.randint(1 << 30)), augment_images=True, start_step=0)
+    split = _random_split(rng, n)
+    kwargs = dict(seed=seed, augment_images=True, start_step=0)
     single = _take(in_memory.train_batches(split, RAW, local_batch_size=local * process_count,
                                            **kwargs), 12)
     parts = [_take(in_memory.train_batches(split, RAW, local_batch_size=local, process_index=p,
@@ -141,9 +140,9 @@ def test_shards_disjoint_and_complete_by_identity(process_count):
     assert not np.array_equal(nxt, single[0]["label"])
 
 
-def test_resume_equals_uninterrupted_across_epochs():
-    split = _random_split(100)  # batch 8: 12 steps per epoch, 4 examples dropped each epoch
-    kwargs = dict(seed=int(np.random.randint(1 << 30)), augment_images=True, local_batch_size=8)
+def test_resume_equals_uninterrupted_across_epochs(rng, seed):
+    split = _random_split(rng, 100)  # batch 8: 12 steps per epoch, 4 examples dropped each epoch
+    kwargs = dict(seed=seed, augment_images=True, local_batch_size=8)
     full = _take(in_memory.train_batches(split, RAW, **kwargs), 30)
     for k in (5, 11, 12, 25):
         resumed = _take(in_memory.train_batches(split, RAW, start_step=k, **kwargs), 30 - k)
@@ -164,9 +163,9 @@ def test_fashion_resume_through_the_registry(fashion):
         np.testing.assert_array_equal(a["label"], b["label"])
 
 
-def test_crop_and_flip_against_a_naive_loop():
-    split = _random_split(64, shape=(6, 7, 2))
-    batch = next(in_memory.train_batches(split, RAW, seed=int(np.random.randint(1 << 30)),
+def test_crop_and_flip_against_a_naive_loop(rng, seed):
+    split = _random_split(rng, 64, shape=(6, 7, 2))
+    batch = next(in_memory.train_batches(split, RAW, seed=seed,
                                          augment_images=True, local_batch_size=64))
     out = np.round(batch["image"]).astype(np.int64)
     offsets, flips = set(), []
@@ -200,10 +199,9 @@ def test_fashion_eval_covers_each_example_once(fashion, idx_test):
     assert _multiset(np.concatenate(images), np.concatenate(labels)) == _multiset(*idx_test)
 
 
-def test_in_memory_eval_padding_random_sizes():
-    rng = np.random.default_rng()
+def test_in_memory_eval_padding_random_sizes(rng):
     n, local, count = int(rng.integers(50, 200)), int(rng.integers(3, 17)), int(rng.integers(2, 6))
-    split = _random_split(n)
+    split = _random_split(rng, n)
     seen, lengths = [], set()
     for p in range(count):
         batches = list(in_memory.eval_batches(split, RAW, local_batch_size=local, process_index=p,
@@ -225,12 +223,12 @@ def _write_metadata(name, data_dir, sizes):
     builder.info.write_to_directory(builder.data_dir)
 
 
-def test_imagenet_pipeline_on_mock_data(tmp_path, monkeypatch):
+def test_imagenet_pipeline_on_mock_data(tmp_path, monkeypatch, seed):
     import tensorflow_datasets as tfds
     monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     _write_metadata("imagenet2012", str(tmp_path), {"train": 12, "validation": 12})
     config = _config(dataset="imagenet2012", data_dir=str(tmp_path), image_size=64,
-                     seed=int(np.random.randint(1 << 30)))
+                     seed=seed)
     assert data.get_info(config) == data.DatasetInfo("imagenet2012", 1281167, 50000, (64, 64, 3), 1000)
     lo, hi = -0.485 / 0.229, (1 - 0.406) / 0.225  # normalised range of 0..255 pixels
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):

@@ -12,7 +12,8 @@ import pytest
 
 import helpers
 from helpers import max_rel_diff, run_steps, small_config
-from lars_jax import checkpoints, collectives, data, parallel, train
+from lars_jax import checkpoints, data, parallel, train
+from lars_jax import compiled_collectives as collectives
 
 FMNIST = data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
 
@@ -82,7 +83,11 @@ def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
 
 
 def test_two_processes_equal_one_process_four_devices(tmp_path):
-    overrides = ("--config.total_steps=3", "--config.bn_group_size=8", "--config.eval_every=3")
+    # LR 0.5, not the config's 8: without warmup, LR 8 grows the all-reduce's rounding (1e-7 after
+    # step 1) to ~1e-4 by step 3 through the BatchNorm parameters' plain-SGD steps; at 0.5 it stays
+    # ~1.5e-7, so the bound below tests the data sharding and the gradient, not the dynamics' chaos.
+    overrides = ("--config.total_steps=3", "--config.bn_group_size=8", "--config.eval_every=3",
+                 "--config.base_learning_rate=0.5")
     ref = helpers.run(tmp_path / "one", *overrides, devices=4)
     assert ref.returncode == 0, ref.stderr[-2000:]
     port = helpers.free_port()
