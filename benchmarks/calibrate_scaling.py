@@ -1,7 +1,7 @@
 """Calibrate lars_jax.scaling against this machine: predict 1- and 8-device step times, then measure.
 
-    python benchmarks/calibrate_scaling.py [--steps 5] [--run-batch]
-        [--out benchmarks/results/scaling_calibration_cpu.json]
+    .venv/bin/python benchmarks/calibrate_scaling.py [--steps 5] [--run-batch]
+        [--out runs/benchmarks/scaling_calibration_cpu.json]
 
 For each run (the Fashion-MNIST small_cnn of experiments/fashion_mnist.py, and a CIFAR-shaped
 ResNet-20 with LARS) the script
@@ -21,10 +21,15 @@ batch). What none models (each device repeating the replicated optimizer update,
 all-reduces, other processes on the machine) shows up as the error. The four setups of a run are
 timed round-robin, one step each per round, so that load from other processes hits all alike.
 
-    python benchmarks/calibrate_scaling.py --resnet50-throughput [--out .../scaling_gpu.json]
+    .venv/bin/python benchmarks/calibrate_scaling.py --resnet50-throughput [--out runs/benchmarks/scaling_gpu.json]
 
 measures instead ResNet-50's training throughput on the local accelerator (float32 and bfloat16,
-batch 256), the "measured here" input lars_jax.scaling uses for that device.
+batch 256), the "measured here" input lars_jax.scaling uses for that device (read it with
+`python -m lars_jax.scaling --measured FILE`; the recorded one is benchmarks/results/scaling_gpu.json,
+shipped as lars_jax/scaling/data/scaling_gpu.json). On a CPU it stops at once with one line.
+
+Outputs go to runs/benchmarks/ unless --out says otherwise: recording over benchmarks/results/ is an
+explicit --out benchmarks/results/<file>.
 """
 from __future__ import annotations
 
@@ -51,6 +56,8 @@ if not GPU_MODE:
     jax.config.update("jax_platforms", "cpu")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from common_cli import code_version, default_out, require_accelerator  # noqa: E402
 
 from lars_jax import configs, data, parallel, scaling, train  # noqa: E402
 
@@ -169,6 +176,8 @@ def resnet50_throughput(steps: int, out: str) -> None:
     """ResNet-50 training throughput of our train step on the first local accelerator, float32 and
     bfloat16 (experiments/resnet50_32k.py and mlperf_resnet50_32k.py at a per-device batch of 256,
     synthetic data): the measured H100 input of lars_jax.scaling (benchmarks/results/scaling_gpu.json)."""
+    require_accelerator("benchmarks/calibrate_scaling.py --resnet50-throughput",
+                        "on CPU run it without --resnet50-throughput (the 1- vs 8-device CPU calibration)")
     dev = jax.devices()[0]
     info = data.DatasetInfo("imagenet2012", 1281167, 50000, (224, 224, 3), 1000)
     rows = []
@@ -188,6 +197,7 @@ def resnet50_throughput(steps: int, out: str) -> None:
            "resnet50_images_per_second": {short: max(r["images_per_second"] for r in rows)},
            "note": "train step of lars_jax.train.Trainer (LARS, layer statistics on), synthetic batch already on "
                    "the device, per-device batch 256; float32 uses XLA's default precision (TF32 on Hopper)"}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {out}")
@@ -201,12 +211,13 @@ def main():
                              "batches (128 / 32) that keep this under two minutes on 2 busy cores")
     parser.add_argument("--resnet50-throughput", action="store_true",
                         help="instead: measure ResNet-50 img/s on the local accelerator (scaling_gpu.json)")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="JSON file to write (default: runs/benchmarks/"
+                                                    "scaling_calibration_cpu.json, or scaling_gpu.json with "
+                                                    "--resnet50-throughput)")
     args = parser.parse_args()
-    results_dir = os.path.join(ROOT, "benchmarks", "results")
     if args.resnet50_throughput:
-        return resnet50_throughput(args.steps, args.out or os.path.join(results_dir, "scaling_gpu.json"))
-    out = args.out or os.path.join(results_dir, "scaling_calibration_cpu.json")
+        return resnet50_throughput(args.steps, args.out or default_out("scaling_gpu.json"))
+    out = args.out or default_out("scaling_calibration_cpu.json")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load_start = os.getloadavg()
 
@@ -272,9 +283,10 @@ def main():
     doc = {"allreduce": comm, "runs": results, "cores": cores, "machine": platform.machine(),
            "jax": jax.__version__, "date": datetime.date.today().isoformat(), "steps": args.steps,
            "load_average_at_start": load_start, "load_average_at_end": os.getloadavg(),
+           "code": code_version(ROOT),
            "note": "8 XLA host devices share the host's cores: compute does not scale with them beyond the "
                    "cores a single device leaves idle. The machine is shared; see the load averages."}
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
     print(f"\nwrote {out}")

@@ -11,7 +11,8 @@ parameter tree for optax.sgd, optax.lars and lars_jax.lars (benchmarks/optimizer
 On a lent GPU machine (no network, no TensorFlow; ml_collections carried as a wheel in .whl/):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_resnet50.py --out $OUT/gpu_resnet50.json
-Here, on CPU, a smoke run of the same code: python benchmarks/gpu_resnet50.py --tiny
+Here, on CPU, a smoke run of the same code: .venv/bin/python benchmarks/gpu_resnet50.py --tiny
+(without --tiny on a CPU it stops at once: ResNet-50 at batch 256 would need ~34 GB)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common_cli import require_accelerator  # noqa: E402
 
 # Dense bf16 peaks (no sparsity), NVIDIA H100/H200 SXM datasheets: 989.4 TFLOP/s for both.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4}
@@ -82,8 +84,10 @@ def main():
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--tiny", action="store_true", help="resnet20 at 32x32, batch 16: a CPU smoke run")
     parser.add_argument("--skip-optimizer", action="store_true")
-    parser.add_argument("--out", default="")
+    parser.add_argument("--out", default="", help="JSON file to write (default: none)")
     args = parser.parse_args()
+    if not args.tiny:
+        require_accelerator("benchmarks/gpu_resnet50.py", "on CPU try --tiny")
 
     model, size = ("resnet20", 32) if args.tiny else ("resnet50", 224)
     batches = [16] if args.tiny else [int(b) for b in args.batches.split(",")]

@@ -6,13 +6,13 @@
    tf.data on 1 thread and on all cores. Reading tfrecords from disk is not included.
 2. The Fashion-MNIST train iterator (numpy gather + crop + flip + normalise), batch 256.
 3. Beside each, the jitted train step of the same config on this machine (ResNet-50 at 224 for
-   ImageNet, small_cnn for Fashion-MNIST; synthetic batches already built), and, when
-   benchmarks/results/scaling_gpu.json holds one, the measured H100 train step: whichever is
-   slower is the bottleneck.
+   ImageNet, small_cnn for Fashion-MNIST; synthetic batches already built), and the measured
+   H100 train step (benchmarks/results/scaling_gpu.json, shipped with lars_jax.scaling): whichever
+   is slower is the bottleneck.
 
-    python benchmarks/input_pipeline.py [--out FILE] [--seconds 4]
+    .venv/bin/python benchmarks/input_pipeline.py [--out runs/benchmarks/input_pipeline_cpu.json] [--seconds 4]
 
-Prints a table and writes JSON (default benchmarks/results/input_pipeline_cpu.json).
+Prints a table and writes JSON (to record: --out benchmarks/results/input_pipeline_cpu.json).
 """
 from __future__ import annotations
 
@@ -23,11 +23,10 @@ import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
-
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                           "input_pipeline_cpu.json")
+from common_cli import default_out  # noqa: E402
 
 
 def mock_jpegs(tf, count: int, height: int = 375, width: int = 500, quality: int = 90):
@@ -99,7 +98,7 @@ def train_step_rate(model: str, image_shape, num_classes: int, batch: int, steps
 
 def gpu_train_rate() -> tuple[float, str] | None:
     """The recorded H100 ResNet-50 train-step rate (bf16), if a GPU run left one."""
-    path = os.path.join(os.path.dirname(DEFAULT_OUT), "scaling_gpu.json")
+    from lars_jax.scaling.measured import MEASURED_GPU_JSON as path
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -112,7 +111,8 @@ def gpu_train_rate() -> tuple[float, str] | None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--out", default=default_out("input_pipeline_cpu.json"),
+                        help="JSON file to write (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per row")
     args = parser.parse_args()
 

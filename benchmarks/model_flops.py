@@ -1,6 +1,10 @@
 """Forward-pass FLOPs and parameters per model, from XLA's cost analysis (compile only).
 
-    python benchmarks/model_flops.py [--out benchmarks/results/model_flops.json] [--batch 1]
+    .venv/bin/python benchmarks/model_flops.py [--out runs/benchmarks/model_flops.json] [--batch 1]
+
+To record: --out benchmarks/results/model_flops.json, then copy it to
+lars_jax/scaling/data/model_flops.json, the table the scaling model ships with (tests/test_scaling.py
+checks that the two agree).
 
 Prints params, GFLOPs and GMACs (= FLOPs / 2) per image beside published MAC counts and writes
 JSON. XLA skips kernel taps on zero padding, so its figures sit a few percent under counts that
@@ -24,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common_cli import default_out  # noqa: E402
 from lars_jax.models import (analytic_macs, create_model, forward_flops,  # noqa: E402
                              param_count)
 
@@ -43,7 +48,7 @@ MODELS = [
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/results/model_flops.json")
+    ap.add_argument("--out", default=default_out("model_flops.json"), help="JSON file to write (default: %(default)s)")
     ap.add_argument("--batch", type=int, default=1, help="batch compiled (FLOPs are per image)")
     args = ap.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Time one jitted optimizer update on ResNet-50's parameter tree (25,557,032 parameters, 161 tensors).
 
-    python benchmarks/optimizer.py [--repeats 30] [--out benchmarks/results/optimizer_cpu.json]
+    .venv/bin/python benchmarks/optimizer.py [--repeats 30] [--out runs/benchmarks/optimizer_cpu.json]
 
 Compares optax.sgd(momentum=0.9), optax.lars (ndim <= 1 masked) and lars_jax.optim.lars (paper
 denominator), plus the lars_jax variants, side by side in one process: the update and
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common_cli import default_out
 
 from lars_jax import models, optim
 
@@ -104,7 +105,8 @@ def run(repeats: int = 30, seed: int = 0) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--out", default="benchmarks/results/optimizer_cpu.json")
+    parser.add_argument("--out", default=default_out("optimizer_cpu.json"),
+                        help="JSON file to write (default: %(default)s; '' writes none)")
     args = parser.parse_args()
     rows = run(args.repeats)
     result = {"rows": rows, "num_params": 25_557_032, "num_tensors": 161, "repeats": args.repeats,
@@ -113,6 +115,7 @@ def main():
                           "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
               "date": time.strftime("%Y-%m-%d")}
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.out}")

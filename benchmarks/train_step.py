@@ -1,6 +1,6 @@
 """Train-step throughput on this CPU: lars_jax's jitted step against the same network in PyTorch.
 
-    python benchmarks/train_step.py [--out benchmarks/results/train_step_cpu.json]
+    .venv/bin/python benchmarks/train_step.py [--out runs/benchmarks/train_step_cpu.json]
         [--nets small_cnn,resnet20] [--batch 256] [--rounds 7] [--steps 4] [--threads 2]
 
 For each net (the default Fashion-MNIST `small_cnn` at 28x28x1 and the CIFAR `resnet20` at
@@ -270,11 +270,15 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                         help="activations: JAX config.dtype; PyTorch CPU autocast")
     parser.add_argument("--no-torch", action="store_true", help="time the JAX side only")
-    parser.add_argument("--out", default=None, help="JSON file to write")
+    parser.add_argument("--out", default=None, help="JSON file to write (default: none)")
     args = parser.parse_args(argv)
     with_torch = not args.no_torch
     if with_torch:
-        import torch
+        try:
+            import torch
+        except ImportError:
+            sys.exit("benchmarks/train_step.py: PyTorch is not installed: pip install -e .[bench] "
+                     "(or pass --no-torch to time the JAX side only)")
         torch.set_num_threads(args.threads)
 
     rows = []

@@ -14,6 +14,7 @@ import helpers
 from helpers import max_rel_diff, run_steps, small_config
 from lars_jax import checkpoints, data, parallel, train
 from lars_jax import compiled_collectives as collectives
+from lars_jax.errors import EXIT_PREEMPTED
 
 FMNIST = data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
 
@@ -68,6 +69,7 @@ def test_bfloat16_trains_and_keeps_float32_params():
     assert {x.dtype for x in jax.tree.leaves(state.opt_state)} <= {jnp.dtype("float32"), jnp.dtype("int32")}
 
 
+@pytest.mark.slow  # subprocesses
 def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
     # warmup starts at LR 0, so step 1 leaves the params as they were and is checkpointed; step 2's
     # LR of 5e29 breaks them.
@@ -82,6 +84,7 @@ def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(saved["params"]))
 
 
+@pytest.mark.slow  # subprocesses
 def test_two_processes_equal_one_process_four_devices(tmp_path):
     # LR 0.5, not the config's 8: without warmup, LR 8 grows the all-reduce's rounding (1e-7 after
     # step 1) to ~1e-4 by step 3 through the BatchNorm parameters' plain-SGD steps; at 0.5 it stays
@@ -108,31 +111,7 @@ def test_two_processes_equal_one_process_four_devices(tmp_path):
     assert diff < 1e-5  # the same devices and groups; only the all-reduce (gloo vs in-process) order may differ
 
 
-def test_a_dead_peer_stops_the_survivor_in_bounded_time(tmp_path):
-    port = helpers.free_port()
-    overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
-    procs = [helpers.start(tmp_path / "run", *overrides, *helpers.multiprocess_flags(port, 2, i, heartbeat=5),
-                              devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
-    try:
-        deadline = time.time() + 240
-        while "step 3/" not in (tmp_path / "log0").read_text():
-            assert time.time() < deadline and procs[0].poll() is None, (tmp_path / "log0").read_text()[-2000:]
-            time.sleep(0.5)
-        procs[1].kill()
-        killed_at = time.time()
-        code = procs[0].wait(timeout=120)
-        waited = time.time() - killed_at
-    finally:
-        for p in procs:
-            p.kill()
-    log = (tmp_path / "log0").read_text()
-    print(f"survivor exited with {code} after {waited:.1f} s")
-    assert code != 0
-    assert waited < 120
-    # JAX's coordination service names the failure: "tasks are unhealthy (stopped sending heartbeats)"
-    assert "stopped sending heartbeats" in log, log[-3000:]
-
-
+@pytest.mark.slow  # subprocesses
 def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     overrides = ("--config.total_steps=14", "--config.checkpoint_every=2", "--config.eval_every=14",
                  "--config.augment=True")
@@ -157,7 +136,8 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.slow  # subprocesses
+def test_sigterm_writes_a_checkpoint_and_exits_75(tmp_path):
     overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
     proc = helpers.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
     try:
@@ -170,7 +150,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     finally:
         proc.kill()
     log = (tmp_path / "log").read_text()
-    assert code == 0, log[-2000:]
+    assert code == EXIT_PREEMPTED, log[-2000:]  # checkpointed, not finished: a retry loop reruns it
     assert "SIGTERM: stopped at step" in log
     stopped = int(log.split("SIGTERM: stopped at step ")[1].split("/")[0])
     assert stopped >= 4 and int(checkpoints.read_checkpoint(tmp_path / "run")["step"]) == stopped

@@ -7,6 +7,7 @@ import pytest
 
 from lars_jax import scaling
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = scaling.load_models()
 KNL = scaling.DEVICES["KNL 7250"]
 
@@ -94,7 +95,16 @@ def test_builtin_flops_match_a_fresh_xla_count():
         fresh = scaling.compute_model_facts(name, row.input_shape, row.num_classes)
         assert fresh.params == row.params
         assert fresh.forward_flops == pytest.approx(row.forward_flops, rel=0.02)
-        assert scaling.BUILTIN_MODELS[name][2] == pytest.approx(fresh.forward_flops, rel=0.02)
+        assert scaling.builtin_models()[name].forward_flops == pytest.approx(fresh.forward_flops, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["model_flops.json", "scaling_gpu.json"])
+def test_packaged_inputs_are_the_recorded_results(name):
+    """The copies shipped as package data have not drifted from benchmarks/results/."""
+    with open(os.path.join(ROOT, "benchmarks", "results", name)) as f:
+        recorded = json.load(f)
+    with open(os.path.join(os.path.dirname(scaling.MODEL_FLOPS_JSON), name)) as f:
+        assert json.load(f) == recorded
 
 
 def test_model_flops_json_rows_override_the_builtin_table(tmp_path):
@@ -119,6 +129,13 @@ def test_every_device_number_has_a_source():
     assert scaling.DEVICES["DGX-1"].price == 129_000  # PAPER.md
     assert KNL.price == 2_436  # PAPER.md
     assert KNL.peak_fp32 == pytest.approx(6.09e12, rel=1e-3)  # 68 cores x 1.4 GHz x 64
+
+
+def test_device_catalogue_file_names_a_bad_entry(tmp_path):
+    path = tmp_path / "devices.json"
+    path.write_text(json.dumps({"devices": [{"name": "X", "peak_fp32": 1.0, "bandwidth": 2.0}]}))
+    with pytest.raises(ValueError, match=r"device 'X': missing \['cloud_per_hour'.*unknown \['bandwidth'\]"):
+        scaling.load_devices(str(path))
 
 
 # --- the paper's figures -----------------------------------------------------------------------
@@ -196,3 +213,30 @@ def test_cli_writes_json_and_png(tmp_path):
                                                            "H100", "TPU v3"}
     assert all(math.isfinite(r["total_s"]) for r in doc["devices_table"])
     assert os.path.basename(scaling.MODEL_FLOPS_JSON) == "model_flops.json"
+
+
+def test_cli_default_output_is_runs_scaling_under_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scaling.main(["--no-plot"])
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert os.listdir(tmp_path / "runs" / "scaling") == ["scaling.json"]
+
+
+def test_cli_measured_flag_reads_a_newer_measurement(tmp_path, capsys):
+    newer = tmp_path / "scaling_gpu.json"
+    newer.write_text(json.dumps({"jax": "9.9", "rows": [{"dtype": "bfloat16", "batch": 512, "images_per_second": 1}],
+                                 "resnet50_images_per_second": {"H100": 12345.0, "A100": 3000.0}}))
+    result = scaling.main(["--out", str(tmp_path / "out"), "--no-plot", "--measured", str(newer)])
+    rows = {r["device"]: r for r in result["devices_table"]}
+    assert rows["H100"]["t_comp"] == pytest.approx(32768 / rows["H100"]["devices"] / 12345.0)
+    assert rows["A100"]["throughput_source"].startswith("3000 img/s (measured here")
+    assert "12345 img/s (measured here: bfloat16, our train step, batch 512, jax 9.9" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--measured", "--model-flops"])
+def test_cli_missing_input_file_is_one_line_naming_the_flag(tmp_path, flag):
+    with pytest.raises(SystemExit) as exit_:
+        scaling.main(["--out", str(tmp_path), "--no-plot", flag, str(tmp_path / "absent.json")])
+    message = str(exit_.value.code)
+    assert message.startswith(f"{flag}: no file ") and "\n" not in message
+    assert not os.listdir(tmp_path)  # nothing written

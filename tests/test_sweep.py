@@ -88,6 +88,70 @@ def test_a_diverged_cell_is_recorded_and_skipped_on_rerun(tmp_path, monkeypatch)
                                                             "sweep_seconds": 0, "machine": "test"})
 
 
+@pytest.fixture
+def sweep_calls(monkeypatch):
+    """main()'s calls of run_sweep, recorded instead of run: (sweep name, workdir, out)."""
+    calls = []
+    monkeypatch.setattr("lars_jax.sweep.cli.run_sweep",
+                        lambda s, workdir, out, log: calls.append((s.name, workdir, out)))
+    return calls
+
+
+def test_main_parses_its_flags_afresh_on_a_second_call_in_one_process(tmp_path, sweep_calls):
+    assert sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path / "a")]) == 0
+    assert sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path / "b"), "--quick",
+                       "--out", str(tmp_path / "b_out")]) == 0
+    assert sweep_calls == [("fashion_mnist_batch", str(tmp_path / "a"), None),
+                           ("fashion_mnist_batch_quick", str(tmp_path / "b"), str(tmp_path / "b_out"))]
+
+
+def test_quick_refuses_an_out_holding_the_recorded_full_sweep(tmp_path, sweep_calls):
+    recorded = os.path.join(ROOT, "benchmarks", "results", "sweep_fashion_mnist")
+    before = {f: os.stat(os.path.join(recorded, f)).st_mtime for f in os.listdir(recorded)}
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path), "--out", recorded, "--quick"])
+    message = str(exit_.value.code)
+    assert message.startswith("--quick: --out ") and "drop --quick" in message and "\n" not in message
+    assert sweep_calls == [] and not os.listdir(tmp_path)
+    assert {f: os.stat(os.path.join(recorded, f)).st_mtime for f in os.listdir(recorded)} == before
+    # A quick sweep's own outputs may be rewritten, and a full sweep may write over anything.
+    quick_out = tmp_path / "quick_out"
+    quick_out.mkdir()
+    (quick_out / sweep.RESULTS_JSON).write_text(json.dumps({"sweep": "fashion_mnist_batch_quick"}))
+    sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path), "--out", str(quick_out), "--quick"])
+    sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path), "--out", recorded])
+    assert [c[0] for c in sweep_calls] == ["fashion_mnist_batch_quick", "fashion_mnist_batch"]
+
+
+@pytest.mark.parametrize("argv, flag", [([], "--config"), (["--config", "/absent/sweep.py"], "--config"),
+                                        (["--config", SWEEP_CONFIG], "--workdir")])
+def test_bad_command_line_is_one_line_naming_the_flag(argv, flag, sweep_calls):
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["sweep", *argv])
+    message = str(exit_.value.code)
+    assert flag in message and "usage: python -m lars_jax.sweep" in message and "\n" not in message
+    assert sweep_calls == []
+
+
+@pytest.mark.parametrize("denominator, formula", [
+    ("paper", "eta*||w|| / (||g|| + beta*||w||)"),  # lars_jax.optim.lars, DESIGN.md
+    ("optax", "eta*||w|| / (||g + beta*w||)"),  # the same as optax.lars
+])
+def test_trust_ratio_plot_labels_the_configs_denominator(tmp_path, monkeypatch, denominator, formula):
+    import matplotlib.axes
+    s = load_sweep()
+    s.optimizers.lars.overrides.denominator = denominator
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, **kw: labels.append(text))
+    monkeypatch.setattr("lars_jax.sweep.plots.read_scalars",
+                        lambda workdir, prefix: {prefix + "fc1/kernel": [(0, 0.5), (10, 0.2)]})
+    record = {"optimizer": "lars", "batch_size": 256, "lr_multiplier": 1.0, "seed": 0, "workdir": "unused",
+              "steps_per_epoch": 10, "peak_learning_rate": 8.0}
+    sweep.plot_trust_ratios(s, [{"optimizer": "lars", "batch_size": 256, "lr_multiplier": 1.0}], [record],
+                            str(tmp_path / "trust.png"))
+    assert labels == [f"trust ratio  {formula}  ({denominator} denominator)"]
+
+
 def _run_quick(workdir, out):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # the CLI's default: the one CPU device a user has

@@ -1,8 +1,10 @@
 """Batch-size sweep on Fashion-MNIST: does LARS hold accuracy at a very large batch?
 
-python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py \
+.venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py \
     --workdir runs/sweep_fashion_mnist --out benchmarks/results/sweep_fashion_mnist
-(add --quick for a one-minute smoke run; rerunning skips finished cells)
+(records the results the docs show; rerunning skips finished cells). A one-minute smoke run: add
+--quick and keep the outputs in the workdir (e.g. --workdir runs/sweep_quick, no --out): --quick
+refuses an --out that holds the full sweep's results.
 
 The claim tested (You et al., "ImageNet Training in Minutes"; You, Gitman, Ginsburg, arXiv
 1708.03888): for the same number of epochs, LARS at a very large batch stays near the small-batch
@@ -42,7 +44,7 @@ def get_config():
     base = get_base_config()
     base.name = "fashion_mnist_batch"
     base.dataset = "fashion_mnist"
-    base.model = "mlp"  # lars_jax.sweep.MLP (registered by lars_jax.sweep)
+    base.model = "mlp"  # lars_jax.models.small.MLP (registered in lars_jax.models as "mlp")
     base.augment = False
     base.num_epochs = 15.0
     base.warmup_epochs = 2.0

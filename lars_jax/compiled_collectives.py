@@ -1,4 +1,4 @@
-"""What the compiled train step communicates: the all-reduces in its optimised HLO and their bytes.
+"""What a compiled train step communicates: the all-reduces in its optimised HLO and their bytes.
 
 Synchronous data parallelism should all-reduce the gradient once per step (plus the BatchNorm
 running statistics and a few scalars), however many microbatches the step accumulates.

@@ -1,0 +1,3 @@
+from lars_jax.scaling.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""What a sweep runs: its cells (optimizer x batch x LR multiplier x seed), their configs and order."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    optimizer: str  # key in sweep.optimizers
+    batch_size: int
+    lr_multiplier: float
+    seed: int
+    config: ml_collections.ConfigDict = dataclasses.field(compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        digest = hashlib.sha1(self.config.to_json(sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.optimizer}_b{self.batch_size}_lrx{self.lr_multiplier:g}_s{self.seed}_{digest}"
+
+
+def apply_quick(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The sweep with its `quick` overrides (a nested dict mirroring the sweep's fields) merged in."""
+    sweep = ml_collections.ConfigDict(sweep.to_dict())
+
+    def merge(node, overrides):
+        for key, value in overrides.items():
+            if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(node[key], ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    merge(sweep, sweep.get("quick", {}))
+    sweep.name = sweep.name + "_quick"
+    return sweep
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+    return num_train // batch_size  # the train split drops each epoch's incomplete last batch
+
+
+def optimizer_config(sweep, optimizer: str) -> ml_collections.ConfigDict:
+    """The base config with one optimizer's overrides: what every cell of that optimizer shares."""
+    c = ml_collections.ConfigDict(sweep.base.to_dict())
+    c.update(sweep.optimizers[optimizer].overrides.to_dict())
+    return c
+
+
+def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, seed: int,
+                num_train: int) -> ml_collections.ConfigDict:
+    """The full config of one run: base, then the optimizer's overrides, then batch/seed/LR."""
+    c = optimizer_config(sweep, optimizer)
+    c.global_batch_size = batch_size
+    c.seed = seed
+    c.base_learning_rate = float(c.base_learning_rate) * float(lr_multiplier)
+    spe = steps_per_epoch(num_train, batch_size)
+    total = c.total_steps if c.total_steps is not None else max(1, round(c.num_epochs * spe))
+    # About `log_points` logged points per run: TensorBoard curves (and LARS layer statistics,
+    # logged at the same steps) without fetching every step's metrics.
+    c.log_every = max(1, total // sweep.log_points)
+    c.layer_stats_every = c.log_every
+    c.checkpoint_every = 10**9  # only the final step: the sweep needs results, not resumable cells
+    c.keep_checkpoints = 1
+    c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
+    return c
+
+
+def peak_learning_rate(config) -> float:
+    from lars_jax import schedules
+    return schedules.scaled_learning_rate(config.base_learning_rate, config.global_batch_size,
+                                          base_batch_size=config.base_batch_size, rule=config.lr_scaling)
+
+
+def plan(sweep) -> list[tuple[str, int]]:
+    """(optimizer, batch) pairs in run order: batch sizes ascending, optimizers as listed."""
+    return [(opt, b) for b in sorted(sweep.batch_sizes) for opt in sweep.optimizer_order]
+
+
+def extra_seed_batches(sweep) -> set[int]:
+    """The batch sizes at which `extra_seeds` rerun the selected LR ("ends": smallest and largest)."""
+    batches = set(sweep.extra_seed_batch_sizes)
+    if "ends" in batches or not batches:
+        return {min(sweep.batch_sizes), max(sweep.batch_sizes)} if sweep.extra_seeds else set()
+    return batches
+
+
+def selection_score(record: dict) -> float:
+    """What picks the best LR trial: final test accuracy; -1 for a diverged or missing result."""
+    acc = record.get("test_accuracy")
+    return -1.0 if record.get("status") != "ok" or acc is None or not math.isfinite(acc) else acc

@@ -1,0 +1,79 @@
+"""The sweep's command line: python -m lars_jax.sweep --config SWEEP.py --workdir DIR [--out DIR] [--quick]
+
+The flags live in a FlagValues of their own, made afresh by every main() call: main can run twice
+in one process, and lars_jax.main's --config/--workdir never collide with these.
+"""
+from __future__ import annotations
+
+import logging as pylogging
+import os
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from lars_jax.sweep.cells import apply_quick
+from lars_jax.sweep.report import RESULTS_JSON
+from lars_jax.sweep.run import run_sweep
+from lars_jax.workdir import read_json
+
+USAGE = ("usage: python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py "
+         "--workdir runs/sweep_fashion_mnist [--out DIR] [--quick]")
+
+
+def _usage_error(message: str):
+    sys.exit(f"{message} ({USAGE})")
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "Sweep directory: one subdirectory per cell under cells/.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Where results.md/.json and the PNGs go (default: --workdir).", flag_values=fv)
+    flags.DEFINE_bool("quick", False, "Apply the sweep config's `quick` overrides (a smoke run).", flag_values=fv)
+    config_flags.DEFINE_config_file("config", None, "Sweep config file (experiments/sweeps/*.py).",
+                                    flag_values=fv, lock_config=False)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
+    return fv
+
+
+def quick_over_full_results(out: str) -> str | None:
+    """Why a --quick run must not write into `out` (it holds a full sweep's results), or None."""
+    doc = read_json(os.path.join(out, RESULTS_JSON)) or {}
+    name = doc.get("sweep")
+    if name is None or name.endswith("_quick"):
+        return None
+    return (f"--quick: --out {out} holds the results of the full sweep {name!r}, which a smoke run would "
+            f"overwrite; pass another --out (e.g. runs/sweep_quick) or drop --quick")
+
+
+def main(argv=None) -> int:
+    argv = list(argv or sys.argv)
+    fv = define_flags()
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(USAGE + "\n\n" + fv.get_help())
+        return 0
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        _usage_error(str(e).splitlines()[0])
+    if len(rest) > 1:
+        _usage_error(f"unexpected arguments {rest[1:]}")
+    config = fv.config
+    try:
+        config.keys()
+    except OSError as e:  # config_flags defers a missing file's error to the first read
+        _usage_error(f"--config: {str(e).strip().splitlines()[-1].strip()}")
+    sweep = apply_quick(config) if fv.quick else config
+    out = fv.out or fv.workdir
+    refusal = quick_over_full_results(out) if fv.quick else None
+    if refusal:
+        sys.exit(refusal)
+    if not flags.FLAGS.is_parsed():  # absl logging otherwise warns that it logs before flag parsing
+        flags.FLAGS.mark_as_parsed()
+    logging.set_verbosity(logging.WARNING)  # the cells' per-step logs; the sweep prints one line per cell
+    pylogging.getLogger().setLevel(pylogging.WARNING)
+    import jax
+    print(f"sweep {sweep.name}: {len(jax.devices())} {jax.devices()[0].platform} device(s); "
+          f"workdir {fv.workdir}", flush=True)
+    run_sweep(sweep, fv.workdir, fv.out, log=lambda s: print(s, flush=True))
+    return 0

@@ -1,0 +1,111 @@
+"""accuracy_vs_batch.png and trust_ratios.png (matplotlib, imported only when a plot is drawn)."""
+from __future__ import annotations
+
+from lars_jax.sweep.cells import optimizer_config
+from lars_jax.sweep.events import read_scalars
+
+ACCURACY_PNG = "accuracy_vs_batch.png"
+TRUST_PNG = "trust_ratios.png"
+
+
+def plot_accuracy(sweep, summary, records, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v<>"
+    for i, opt in enumerate(sweep.optimizer_order):
+        rows = [r for r in summary if r["optimizer"] == opt]
+        if not rows:
+            continue
+        spec = sweep.optimizers[opt]
+        searched = len(spec.lr_multipliers) > 1
+        pts = [(r["batch_size"], 100 * r["mean_accuracy"]) for r in rows if r["mean_accuracy"] is not None]
+        label = spec.label + (f" (best of {len(spec.lr_multipliers)} LRs)" if searched else "")
+        xs, ys = zip(*pts) if pts else ((), ())
+        line, = ax.plot(xs, ys, marker=markers[i % len(markers)], label=label)
+        color = line.get_color()
+        for r in rows:
+            accs = [100 * a for a in r["accuracies"] if a is not None]
+            ax.scatter([r["batch_size"]] * len(accs), accs, s=12, color=color, alpha=0.5)
+            if r["diverged"] and not accs:
+                ax.scatter([r["batch_size"]], [10.0], marker="x", color=color)  # chance level
+        rule = [(r["batch_size"], 100 * r["rule"]["mean_accuracy"]) for r in rows
+                if searched and r["rule"] and r["rule"]["mean_accuracy"] is not None]
+        if rule:
+            ax.plot(*zip(*rule), ls="--", marker=markers[i % len(markers)], mfc="none", color=color, alpha=0.7,
+                    label=f"{spec.label} (rule's LR)")
+    ax.set_xscale("log", base=2)
+    batches = sorted({r["batch_size"] for r in summary})
+    ax.set_xticks(batches, [f"{b:,}" for b in batches])
+    ax.set_xlabel("global batch size (log scale)")
+    ax.set_ylabel("top-1 test accuracy (%)")
+    b = sweep.base
+    budget = f"{b.num_epochs:g} epochs" if b.total_steps is None else f"{b.total_steps} steps"
+    ax.set_title(f"{b.dataset}, {b.model}, {budget} per run")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+
+def trust_ratio_runs(sweep, summary, records) -> list[dict]:
+    """The first-seed records of the selected `trust_ratio_optimizer` cells at the smallest and
+    largest batch size."""
+    opt = sweep.trust_ratio_optimizer
+    rows = [r for r in summary if r["optimizer"] == opt]
+    if not rows:
+        return []
+    picks = {min(r["batch_size"] for r in rows), max(r["batch_size"] for r in rows)}
+    out = []
+    for r in sorted(rows, key=lambda r: r["batch_size"]):
+        if r["batch_size"] not in picks:
+            continue
+        rec = next((c for c in records if c["optimizer"] == opt and c["batch_size"] == r["batch_size"]
+                    and c["lr_multiplier"] == r["lr_multiplier"] and c["seed"] == sweep.seeds[0]), None)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def trust_ratio_formula(config) -> str:
+    """The trust ratio the config's optimizer computes (lars_jax.optim), for the plot's y-label."""
+    if config.optimizer == "lamb":
+        return "||w|| / ||r + beta*w||  (LAMB, r = Adam direction)"
+    eps = " + eps" if config.eps else ""
+    if config.denominator == "optax":
+        return f"eta*||w|| / (||g + beta*w||{eps})  (optax denominator)"
+    return f"eta*||w|| / (||g|| + beta*||w||{eps})  (paper denominator)"
+
+
+def plot_trust_ratios(sweep, summary, records, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = trust_ratio_runs(sweep, summary, records)
+    if not runs:
+        return
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), squeeze=False)
+    for ax, rec in zip(axes[0], runs):
+        series = read_scalars(rec["workdir"], "layers/trust_ratio/")
+        spe = rec["steps_per_epoch"] or 1
+        for tag, pts in series.items():
+            values = [v for _, v in pts]
+            if all(v == 1.0 for v in values):  # excluded tensors (biases, BatchNorm): ratio 1 by rule
+                continue
+            ax.plot([s / spe for s, _ in pts], values, marker="." if len(pts) < 40 else None,
+                    label=tag[len("layers/trust_ratio/"):])
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("trust ratio  " + trust_ratio_formula(optimizer_config(sweep, rec["optimizer"])))
+        ax.set_title(f"{sweep.optimizers[rec['optimizer']].label}, batch {rec['batch_size']:,} "
+                     f"(peak LR {rec['peak_learning_rate']:.3g})")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""Running a sweep: every cell a normal `train.train_and_evaluate` in its own workdir, resumable."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+
+from lars_jax.workdir import read_json, write_text
+
+from lars_jax.sweep.cells import (Cell, cell_config, extra_seed_batches, peak_learning_rate, plan,
+                                  selection_score, steps_per_epoch)
+from lars_jax.sweep.report import write_outputs
+
+
+def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
+    """Trains one cell unless its workdir already holds a result; returns the cell's record."""
+    from lars_jax import train
+
+    cell_dir = os.path.join(workdir, "cells", cell.name)
+    record = read_json(os.path.join(cell_dir, "sweep_cell.json"))
+    if record is not None:
+        record["skipped"] = True
+        return record
+    t0 = time.time()
+    status, message, results = "ok", "", {}
+    try:
+        results = train.train_and_evaluate(cell.config, cell_dir)
+    except train.NonFiniteLossError as e:
+        status, message = "diverged", str(e).split(";")[0]
+    if results.get("preempted"):
+        raise KeyboardInterrupt(f"cell {cell.name} was stopped by SIGTERM")
+    spe = steps_per_epoch(num_train, cell.batch_size)
+    record = {
+        "cell": cell.name, "optimizer": cell.optimizer, "batch_size": cell.batch_size,
+        "lr_multiplier": cell.lr_multiplier, "seed": cell.seed,
+        "base_learning_rate": cell.config.base_learning_rate, "lr_scaling": cell.config.lr_scaling,
+        "base_batch_size": cell.config.base_batch_size, "peak_learning_rate": peak_learning_rate(cell.config),
+        "status": status, "message": message,
+        "test_accuracy": results.get("test_accuracy"), "test_loss": results.get("test_loss"),
+        "train_loss": results.get("train_loss"), "final_step": results.get("final_step"),
+        "steps_per_epoch": spe, "epochs": results.get("epochs"),
+        "wall_seconds": time.time() - t0, "images_per_second": results.get("images_per_second"),
+        "workdir": cell_dir, "skipped": False,
+    }
+    os.makedirs(cell_dir, exist_ok=True)
+    write_text(os.path.join(cell_dir, "sweep_cell.json"), json.dumps(record, indent=2))
+    return record
+
+
+def _num_train(config) -> int:
+    from lars_jax import data
+    return data.get_info(config).num_train
+
+
+def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, out: str | None = None, *, log=print) -> dict:
+    """Runs (or resumes) every cell; rewrites the outputs in `out` after each; returns the summary."""
+    out = out or workdir
+    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
+    num_train = _num_train(sweep.base)
+    t0 = time.time()
+    records: list[dict] = []
+    extra_batches = extra_seed_batches(sweep)
+
+    def run(opt, b, mult, seed):
+        cell = Cell(opt, b, float(mult), int(seed), cell_config(sweep, opt, b, mult, seed, num_train))
+        rec = run_cell(cell, workdir, num_train)
+        records.append(rec)
+        acc = rec["test_accuracy"]
+        log(f"[{time.time() - t0:7.1f}s] {rec['cell']:<44} peak LR {rec['peak_learning_rate']:<8.4g} "
+            + (f"acc {acc:.4f}" if acc is not None else rec["status"])
+            + ("  (done before: skipped)" if rec["skipped"] else f"  {rec['wall_seconds']:.1f}s"))
+        write_outputs(sweep, records, out, sweep_seconds=time.time() - t0, num_train=num_train, log=None)
+        return rec
+
+    for opt, b in plan(sweep):
+        spec = sweep.optimizers[opt]
+        first_seed = sweep.seeds[0]
+        trials = [run(opt, b, m, first_seed) for m in spec.lr_multipliers]
+        best = max(trials, key=selection_score)
+        for seed in list(sweep.seeds[1:]) + (list(sweep.extra_seeds) if b in extra_batches else []):
+            run(opt, b, best["lr_multiplier"], seed)
+    return write_outputs(sweep, records, out, sweep_seconds=time.time() - t0, num_train=num_train, log=log)

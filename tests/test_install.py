@@ -1,0 +1,87 @@
+"""A non-editable install: the scaling CLI finds its inputs as package data and writes only to --out."""
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORDED_GPU = os.path.join(ROOT, "benchmarks", "results", "scaling_gpu.json")
+
+
+def _files(folder) -> dict[str, float]:
+    return {os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime
+            for d, _, names in os.walk(folder) for f in names}
+
+
+def _unmet_build_requirements() -> list[str]:
+    """pyproject's build-system requirements that this venv does not satisfy (--no-build-isolation
+    builds with the venv's own setuptools)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        requires = tomllib.load(f)["build-system"]["requires"]
+    unmet = []
+    for req in map(Requirement, requires):
+        try:
+            if importlib.metadata.version(req.name) in req.specifier:
+                continue
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        unmet.append(str(req))
+    return unmet
+
+
+def _install(tmp_path) -> str:
+    """pip install (non-editable) a copy of the checkout's package into a fresh --target folder."""
+    unmet = _unmet_build_requirements()
+    if unmet:
+        pytest.skip(f"the venv lacks pyproject's build requirements {unmet}: "
+                    f"{sys.executable} -m pip install {' '.join(repr(r) for r in unmet)}")
+    src, site = tmp_path / "src", tmp_path / "site"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    shutil.copytree(os.path.join(ROOT, "lars_jax"), src / "lars_jax",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--target", str(site), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # pyproject's metadata builds without setuptools' deprecation warnings (setup.sh printed three)
+    assert "deprecated" not in (proc.stdout + proc.stderr).lower(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return str(site)
+
+
+@pytest.mark.slow
+def test_installed_scaling_cli_reports_the_measured_h100_and_writes_only_under_out(tmp_path):
+    site = _install(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": site, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *args], cwd=elsewhere, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    where = run("-c", "import lars_jax; print(lars_jax.__file__)").strip()
+    assert where.startswith(site + os.sep), where  # the installed copy, not the editable checkout
+    installed = _files(site)
+
+    stdout = run("-m", "lars_jax.scaling", "--out", "recorded_here")
+    with open(RECORDED_GPU) as f:
+        h100 = json.load(f)["resnet50_images_per_second"]["H100"]
+    h100_rows = [line for line in stdout.splitlines() if line.split()[:1] == ["H100"]]
+    assert h100_rows and all(f"{h100:.0f} img/s (measured here" in line for line in h100_rows), stdout
+    doc = json.loads((elsewhere / "recorded_here" / "scaling.json").read_text())
+    assert doc["measured_throughput"]["H100"][0] == pytest.approx(h100)
+    assert (elsewhere / "recorded_here" / "scaling.png").stat().st_size > 10_000
+
+    run("-m", "lars_jax.scaling", "--no-plot")  # the default output folder: ./runs/scaling
+    assert sorted(_files(elsewhere)) == sorted(["recorded_here/scaling.json", "recorded_here/scaling.png",
+                                                "runs/scaling/scaling.json"])
+    assert _files(site) == installed  # nothing written into the installed package (or beside it)
