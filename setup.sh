@@ -19,7 +19,7 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.lars_jax_installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"  # pyproject's build requirement
   .venv/bin/python -m pip install -q -e ".[test,notebooks]"
   touch "$stamp"
 fi

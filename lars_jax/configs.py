@@ -7,9 +7,12 @@ raises `ConfigError` (a ValueError) naming the field and the allowed values.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import ml_collections
+
+from lars_jax.errors import ConfigError
 
 OPTIMIZERS = ("lars", "lamb", "sgd", "nesterov")
 DENOMINATORS = ("paper", "optax")
@@ -17,10 +20,6 @@ DECAYS = ("poly", "cosine", "step", "constant")
 LR_SCALINGS = ("none", "linear", "sqrt")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A config field that cannot work; the message names the field and how to fix it."""
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -68,7 +67,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Schedule of the run.
     c.global_batch_size = 256
     c.num_epochs = 5.0
-    c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides num_epochs
+    c.total_steps = ml_collections.FieldReference(None, field_type=int)  # schedule length; overrides num_epochs
+    # Stop after this many steps of the real schedule (warmup and decay unchanged), evaluate,
+    # checkpoint and write results.json; rerunning with a larger value (or None) continues.
+    c.stop_after_steps = ml_collections.FieldReference(None, field_type=int)
     c.mesh = ml_collections.ConfigDict({"model": 1})  # model > 1: split large dense kernels (Fig. 1b)
     c.microbatches = 1  # gradient accumulation: k pieces per device, one update per step
     c.microbatch_unroll = ml_collections.FieldReference(None, field_type=bool)  # None: unroll on CPU only
@@ -79,7 +81,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.layer_stats_every = 200  # steps between per-layer ||w||, ||g||, trust-ratio summaries; 0 = off
     c.eval_every = ml_collections.FieldReference(None, field_type=int)  # None = once per epoch
     c.checkpoint_every = ml_collections.FieldReference(None, field_type=int)  # None = once per epoch
-    c.keep_checkpoints = 2
+    c.keep_checkpoints = ml_collections.FieldReference(2, field_type=int)  # newest N kept; None = all
     c.eval_batch_size = ml_collections.FieldReference(None, field_type=int)  # None = global batch
     return c
 
@@ -148,11 +150,13 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _require(config.global_batch_size > 0, "global_batch_size",
              f"must be > 0, got {config.global_batch_size}")
     _require(config.microbatches >= 1, "microbatches", f"must be >= 1, got {config.microbatches}")
-    _require(config.num_epochs > 0, "num_epochs", f"must be > 0, got {config.num_epochs}")
-    _require(config.total_steps is None or config.total_steps > 0, "total_steps",
-             f"must be > 0 or None, got {config.total_steps}")
-    for field in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+    _require(math.isfinite(config.num_epochs) and config.num_epochs > 0, "num_epochs",
+             f"must be a finite number > 0, got {config.num_epochs}")
+    for field in ("total_steps", "stop_after_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
         _require(config[field] is None or config[field] > 0, field, f"must be > 0 or None, got {config[field]}")
+    _require(config.keep_checkpoints is None or config.keep_checkpoints >= 1, "keep_checkpoints",
+             f"must be >= 1 (the newest N checkpoints are kept) or None (keep all), got "
+             f"{config.keep_checkpoints}")
     _require(config.layer_stats_every >= 0, "layer_stats_every",
              f"must be >= 0 (0 = off), got {config.layer_stats_every}")
     _require(0 <= config.label_smoothing < 1, "label_smoothing",
@@ -167,6 +171,10 @@ def validate(config, *, num_devices: int | None = None) -> None:
                  f"{config.global_batch_size} does not divide over {num_devices} devices x "
                  f"{config.microbatches} microbatches; use a multiple of {per_step} "
                  f"(e.g. {max(per_step, config.global_batch_size // per_step * per_step)})")
+        eval_batch = config.eval_batch_size or config.global_batch_size
+        _require(eval_batch % num_devices == 0, "eval_batch_size",
+                 f"{eval_batch} does not divide over the {num_devices} data-parallel devices; use a "
+                 f"multiple of {num_devices} (e.g. {max(num_devices, eval_batch // num_devices * num_devices)})")
         local = config.global_batch_size // per_step
         if config.bn_group_size is not None:
             _require(config.bn_group_size > 0 and local % config.bn_group_size == 0, "bn_group_size",

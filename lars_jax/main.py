@@ -1,19 +1,31 @@
 """Command line: `python -m lars_jax.main --config experiments/fashion_mnist.py --workdir DIR`.
 
-Any config field can be overridden: `--config.global_batch_size=4096 --config.total_steps=10`.
-Running the same command again resumes from the latest checkpoint in DIR.
+Any config field can be overridden: `--config.global_batch_size=4096 --config.stop_after_steps=10`.
+Running the same command again resumes from the newest intact checkpoint in DIR.
 Multi-host: pass --coordinator_address/--num_processes/--process_id (jax.distributed.initialize's
 arguments) or --distributed to let JAX detect the cluster (SLURM, TPU pods, Open MPI).
+
+Exit codes (lars_jax.errors): 0 finished (or stopped at config.stop_after_steps, as asked);
+75 preempted by SIGTERM with a checkpoint of the current step (rerun the same command to resume);
+2 the command line or config cannot work (nothing ran); 1 any other failure. A multi-process
+worker runs under a small parent (lars_jax.supervisor) that reports a worker killed by a signal,
+e.g. aborted by JAX when a peer dies. A failure the user
+can fix prints one line on stderr naming the cause and the fix; --verbose shows the traceback and
+every library's log.
 """
 from __future__ import annotations
 
 import logging as pylogging
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import lars_jax
+from lars_jax.errors import EXIT_USAGE, UserError
+
+lars_jax.quiet_tensorflow()
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).", lock_config=True)
@@ -24,35 +36,130 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-host r
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
                      "Multi-host: a process whose peer is silent this long stops with an error.")
+flags.DEFINE_bool("verbose", False, "Show full tracebacks and every library's INFO log.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+VERBOSE_ENV = "LARS_JAX_VERBOSE"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-def _quiet_orbax(record) -> bool:
-    # orbax logs every checkpoint's internals at INFO through absl; keep its warnings only.
-    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+def _verbose(argv=()) -> bool:
+    return "--verbose" in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
+def _config_path(argv) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return "?"
+
+
+def _config_error(e: BaseException, argv) -> str:
+    """One line for an exception raised while loading the config file or applying overrides."""
+    path = _config_path(argv)
+    chain, cause = [], e
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for c in chain:
+        if isinstance(c, SyntaxError):
+            return f"--config {path}: syntax error at line {c.lineno}: {c.msg}"
+        if isinstance(c, AttributeError) and "get_config" in str(c):
+            return (f"--config {path}: defines no get_config(); an experiment file returns its ConfigDict "
+                    f"from get_config() (see experiments/fashion_mnist.py)")
+        if isinstance(c, (AttributeError, KeyError)):
+            name = str(c).strip("'\" ")
+            overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+            flag = next((o for o in overrides if name in o.split(".")), None)
+            if flag:
+                return f"{flag}: the config has no field {name!r}; lars_jax/configs.py lists the fields"
+    if "No such file" in str(e) or any(isinstance(c, FileNotFoundError) for c in chain):
+        return f"--config {path}: no such file"
+    return f"--config {path}: {type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _parse(argv):
+    """absl's flag parsing, with one line (no traceback) for each way it can fail."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.keys()  # config_flags defers a failed load to the first attribute access
+        return rest
+    except flags.Error as e:  # a bad value or a missing required flag: absl's message is clear
+        if _verbose(argv):
+            raise
+        _fail(f"{e} (--helpfull lists the flags)", EXIT_USAGE)
+    except Exception as e:  # noqa: BLE001 - anything the config file or an override raised
+        if _verbose(argv):
+            raise
+        _fail(_config_error(e, argv), EXIT_USAGE)
+
+
+class _QuietLibraries(pylogging.Filter):
+    """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
+    dropped (lars_jax reports checkpoint failures itself, in one line)."""
+
+    def filter(self, record) -> bool:
+        if record.pathname.startswith(_PACKAGE_DIR):
+            return True
+        return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
+
+
+def _hide_closed_event_loop(hook):
+    """After orbax's asynchronous write fails, TensorStore's callbacks into orbax's closed asyncio
+    loop each raise an unraisable 'Event loop is closed' (hundreds of tracebacks); the failure
+    itself is reported in one line by lars_jax.checkpoints."""
+    def unraisablehook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            hook(unraisable)
+    return unraisablehook
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_quiet_orbax)
-    import jax
-
-    if FLAGS.coordinator_address or FLAGS.distributed:
-        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
-                                   heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
-    from lars_jax import configs, data, train
-
-    logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
-                 jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-                 jax.devices()[0].platform)
+        _fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
+    if not _verbose(sys.argv):
+        logging.get_absl_handler().addFilter(_QuietLibraries())
+        sys.unraisablehook = _hide_closed_event_loop(sys.unraisablehook)
+        pylogging.getLogger("jax").setLevel(pylogging.WARNING)
     try:
+        import jax
+
+        if FLAGS.coordinator_address or FLAGS.distributed:
+            jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                       num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                                       heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
+        from lars_jax import train
+
+        logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
+                     jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+                     jax.devices()[0].platform)
         results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (configs.ConfigError, data.DataNotFoundError, train.NonFiniteLossError) as e:
-        raise SystemExit(f"error: {e}") from e  # the message names the fix; no traceback needed
-    logging.info("Done: %s", results)
+    except UserError as e:
+        if FLAGS.verbose:
+            raise
+        _fail(" ".join(str(e).split()), e.exit_code)
+    accuracy = results.get("test_accuracy")
+    logging.info("Done at step %d of %d%s; %s", results["final_step"], results["total_steps"],
+                 f", test accuracy {accuracy:.4f}" if accuracy is not None else "",
+                 "preempted: rerun the same command to resume" if results.get("preempted")
+                 else f"results in {os.path.join(FLAGS.workdir, 'results.json')}")
+    return results.get("exit_code", 0)
+
+
+def run() -> None:
+    from lars_jax import supervisor
+
+    if supervisor.wanted(sys.argv):
+        sys.exit(supervisor.supervise(sys.argv))
+    app.run(main, flags_parser=_parse)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

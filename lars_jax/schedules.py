@@ -62,7 +62,8 @@ def make_schedule(config, steps_per_epoch: int) -> tuple[optax.Schedule, int]:
     if warmup > total:
         raise ConfigError(
             f"config.warmup_epochs: {config.warmup_epochs} epochs = {warmup} steps is longer than training "
-            f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}")
+            f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}, or keep the schedule and "
+            f"stop early with config.stop_after_steps=N instead of shortening config.total_steps")
     peak = scaled_learning_rate(config.base_learning_rate, config.global_batch_size,
                                 base_batch_size=config.base_batch_size, rule=config.lr_scaling)
     init = config.warmup_init_learning_rate

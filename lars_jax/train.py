@@ -5,6 +5,7 @@ config -> (mesh, dataset, model, optimizer) -> train step -> loop -> (metrics, c
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,10 +23,11 @@ import optax
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from lars_jax import configs, data, models, optim, parallel, schedules
+from lars_jax import configs, data, models, optim, parallel, schedules, workdir as workdirs
+from lars_jax.errors import EXIT_PREEMPTED, UserError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training diverged; the message names the step and the last good checkpoint."""
 
 
@@ -200,10 +202,14 @@ def evaluate(eval_step, state, config, mesh) -> dict[str, float]:
 class Trainer:
     """Everything built once from a config: mesh, data info, model, optimizer, compiled steps."""
 
+    # The config fields whose values shape the TrainState, or change what a checkpoint's arrays
+    # mean: a workdir's checkpoints resume only a run that agrees on them.
+    STATE_FIELDS = ("dataset", "image_size", "synthetic_num_classes", "model", "resnet_variant", "optimizer")
+
     def __init__(self, config: ml_collections.ConfigDict, mesh=None, info: data.DatasetInfo | None = None):
         """info: the dataset's DatasetInfo; None reads it (and prepares the data) via data.get_info."""
+        configs.validate(config, num_devices=mesh.size if mesh is not None else jax.device_count())
         self.mesh = mesh or parallel.make_mesh(model=config.mesh.model)
-        configs.validate(config, num_devices=self.mesh.size)
         self.config = config
         self.info = info or data.get_info(config)
         if config.global_batch_size > self.info.num_train:
@@ -213,6 +219,7 @@ class Trainer:
         self.steps_per_epoch = self.info.num_train // config.global_batch_size
         self.tx, self.schedule = optim.make_optimizer(config, self.steps_per_epoch)
         self.total_steps = schedules.total_steps(config, self.steps_per_epoch)
+        self.stop_step = min(self.total_steps, config.stop_after_steps or self.total_steps)
         self.model = create_model(config, self.info, parallel.data_size(self.mesh))
         repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
         self.state_sharding = parallel.state_shardings(jax.eval_shape(self.init_state), self.mesh)
@@ -229,6 +236,13 @@ class Trainer:
     def sharded_init_state(self) -> TrainState:
         return jax.jit(self.init_state, out_shardings=self.state_sharding)()
 
+    def fingerprint(self) -> dict:
+        """What a checkpoint must agree on to be resumed by this config (JSON-able)."""
+        shapes = jax.tree.map(lambda x: f"{x.dtype}{list(x.shape)}", jax.eval_shape(self.init_state))
+        described = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(shapes)}
+        digest = hashlib.sha256(repr(sorted(described.items())).encode()).hexdigest()[:16]
+        return {**{f: self.config.get(f) for f in self.STATE_FIELDS}, "state_shapes": digest}
+
     def abstract_batch(self) -> dict:
         """ShapeDtypeStructs of one global train batch, for jax.eval_shape / lowering."""
         b = self.config.global_batch_size
@@ -244,10 +258,6 @@ class Trainer:
             if batch is not previous:  # synthetic data repeats one batch: keep it on the devices
                 previous, on_devices = batch, parallel.global_batch(batch, self.mesh)
             yield on_devices
-
-
-def _every(value, default: int) -> int:
-    return int(value) if value else default
 
 
 class PreemptionWatch:
@@ -275,128 +285,113 @@ class PreemptionWatch:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (resuming from workdir's latest checkpoint), evaluates, writes results.json.
+    """Trains from workdir's newest intact checkpoint to step `Trainer.stop_step`, evaluates and
+    writes results.json (strict JSON); returns the results.
 
-    Returns the results dict; on SIGTERM it checkpoints the current step and returns early with
-    results["preempted"] = True (rerunning the same command resumes there).
+    A workdir whose run already finished at that step is left as it is (its results returned).
+    On SIGTERM it checkpoints the current step and returns results["preempted"] = True, with
+    results["exit_code"] = EXIT_PREEMPTED (rerunning the same command resumes there).
     """
-    from clu import metric_writers, periodic_actions
-
     from lars_jax import checkpoints
 
     t_start = time.time()
+    workdirs.prepare(workdir)
     trainer = Trainer(config)
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    results_path = os.path.join(workdir, workdirs.RESULTS)
+    ckpt = checkpoints.CheckpointManager(workdir, keep=config.keep_checkpoints, fingerprint=trainer.fingerprint())
+    try:
+        state, progress = ckpt.restore_latest(trainer.sharded_init_state())
+        start = int(jax.device_get(state.step))
+        previous = workdirs.read_json(results_path)
+        if start >= trainer.stop_step and previous and previous.get("final_step") == start:
+            logging.info("%s already holds the results of step %d (the run's last); left as they are. "
+                         "To train further, raise config.num_epochs / total_steps / stop_after_steps.",
+                         workdir, start)
+            return previous
+        if is_main:
+            workdirs.write_json(os.path.join(workdir, "config.json"), workdirs.strict(
+                json.loads(config.to_json_best_effort())))
+        if start:
+            logging.info("Resumed from checkpoint step %d in %s", start, ckpt.directory)
+        results = _train(trainer, state, start, ckpt, workdir, progress, is_main)
+    finally:  # also on errors: finish checkpoint writes in flight so none is left half-written
+        ckpt.close()
+    results["wall_seconds"] = time.time() - t_start
+    if is_main and not results["preempted"]:
+        workdirs.write_json(results_path, workdirs.strict(results, {
+            "test_accuracy": "no evaluation ran", "train_loss": "no train step ran and the checkpoint holds none",
+            "images_per_second": "no timed train step (the first step of an invocation compiles)"}))
+    return results
 
-    ckpt = checkpoints.CheckpointManager(workdir, keep=config.keep_checkpoints)
-    state = ckpt.restore_latest(trainer.sharded_init_state())
-    start_step = int(jax.device_get(state.step))
-    if start_step:
-        logging.info("Resumed from checkpoint at step %d in %s", start_step, ckpt.directory)
 
-    total = trainer.total_steps
-    spe = trainer.steps_per_epoch
-    eval_every = _every(config.eval_every, spe)
-    ckpt_every = _every(config.checkpoint_every, spe)
-    log_every = config.log_every
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
-    if start_step == 0:
-        writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
-    progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=log_every)
+def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, progress: dict,
+           is_main: bool) -> dict:
+    """The loop from `start` to trainer.stop_step; returns the results dict (without wall time)."""
+    from lars_jax import loop
+
+    config, spe, stop = trainer.config, trainer.steps_per_epoch, trainer.stop_step
+    eval_every, ckpt_every = config.eval_every or spe, config.checkpoint_every or spe
+    meter = loop.Meter(config.global_batch_size, progress)
+    report = loop.Reporter(workdir, is_main=is_main, total_steps=trainer.total_steps, steps_per_epoch=spe,
+                           layer_stats_every=config.layer_stats_every)
+    if start == 0:
+        report.hparams(config.to_dict())
+    logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
+                 "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
+                 trainer.mesh.size, jax.process_count())
     preempted = PreemptionWatch()
-    logging.info("Training %s: %d steps (%d per epoch), global batch %d on %d devices in %d processes",
-                 config.name, total, spe, config.global_batch_size, trainer.mesh.size, jax.process_count())
-    if trainer.mesh.shape[parallel.MODEL_AXIS] > 1:
-        logging.info("Mesh %s: dense kernels of >= %d elements split over 'model'", dict(trainer.mesh.shape),
-                     parallel.MIN_MODEL_SHARDED_SIZE)
-
     pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
     eval_metrics: dict = {}
-    train_loss = float("nan")
-    window_start, window_steps = time.time(), 0
-    images_seen, train_seconds, compile_seconds = 0, 0.0, 0.0
-    batches = trainer.train_batches(start_step)
-    step = start_step
-    stopped_early = False
+    train_loss = progress.get("train_loss", math.nan)
+    batches = trainer.train_batches(start)
+    step, stopped = start, False
     try:
-        while step < total:
+        while step < stop:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, metrics = trainer.train_step(state, next(batches))
             step += 1
             pending.append((step, metrics))
-            progress(step)
-            if step == start_step + 1:  # the first step compiles: keep it out of images/s
-                jax.block_until_ready(state)
-                compile_seconds = time.time() - window_start
-                window_start = time.time()
-            else:
-                window_steps += 1
-            stopped_early = preempted(step)
-            last = step == total
-            if not (step % log_every == 0 or last or stopped_early or step % ckpt_every == 0
-                    or step % eval_every == 0):
+            meter.stepped(block_on=state)
+            stopped = preempted(step)
+            last = step == stop
+            evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
+            if not (stopped or evaluate_now or save_now or loop.due(step, config.log_every)):
                 continue
             fetched = _check_finite(jax.device_get(pending), ckpt)  # before any checkpoint of them
             pending.clear()
-            elapsed = time.time() - window_start
-            ips = window_steps * config.global_batch_size / max(elapsed, 1e-9)
-            images_seen += window_steps * config.global_batch_size
-            train_seconds += elapsed
-            train_loss = float(np.mean([m["loss"] for _, m in fetched]))
-            scalars = {"train_loss": train_loss,
-                       "train_accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
-                       "learning_rate": float(fetched[-1][1]["learning_rate"]),
-                       "grad_norm": float(fetched[-1][1]["grad_norm"]),
-                       "param_norm": float(fetched[-1][1]["param_norm"]), "images_per_second": ips}
-            writer.write_scalars(step, scalars)
-            if config.layer_stats_every and any(s % config.layer_stats_every == 0 for s, _ in fetched):
-                s, m = next((s, m) for s, m in reversed(fetched) if s % config.layer_stats_every == 0)
-                writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
-            eta = (total - step) * elapsed / window_steps if window_steps else float("nan")
-            logging.info("step %d/%d  loss %.4f  acc %.3f  lr %.4g  %.0f img/s  ETA %s", step, total, train_loss,
-                         scalars["train_accuracy"], scalars["learning_rate"], ips, _hms(eta))
-            if stopped_early:
-                ckpt.save(step, state)
+            ips = meter.close_window()
+            train_loss = report.train(fetched, ips, meter.eta(stop - step))["train_loss"]
+            ckpt.check()
+            if stopped:
+                ckpt.save(step, state, meter.progress(train_loss=train_loss))
                 ckpt.wait()
-                logging.warning("SIGTERM: stopped at step %d/%d and wrote a checkpoint to %s; run the same "
-                                "command again to resume.", step, total, ckpt.directory)
+                logging.warning("SIGTERM: stopped at step %d/%d with a checkpoint in %s; run the same command "
+                                "again to resume (exit code %d).", step, stop, ckpt.directory, EXIT_PREEMPTED)
                 break
-            if step % eval_every == 0 or last:
+            if evaluate_now:
                 eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
-                writer.write_scalars(step, {k: v for k, v in eval_metrics.items() if k != "test_examples"})
-                logging.info("eval at step %d (epoch %.2f): accuracy %.4f  loss %.4f", step, step / spe,
-                             eval_metrics["test_accuracy"], eval_metrics["test_loss"])
-            if step % ckpt_every == 0 or last:
-                ckpt.save(step, state)
-            window_start, window_steps = time.time(), 0
+                report.eval(step, eval_metrics)
+            if save_now:
+                ckpt.save(step, state, meter.progress(train_loss=train_loss))
+            meter.restart_window()
         ckpt.wait()
-        if not eval_metrics and not stopped_early:  # resumed at the end: evaluate what was restored
+        if not eval_metrics and not stopped:  # resumed at the last step: evaluate what was restored
             eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
-    finally:  # also on errors: finish checkpoint writes in flight so none is left half-written
+            report.eval(step, eval_metrics)
+    finally:
         preempted.close()
-        ckpt.wait()
-        ckpt.close()
-        writer.flush()
-        writer.close()
-    results = {
-        "config_name": config.name, "final_step": step, "total_steps": total, "epochs": step / spe,
-        "preempted": stopped_early,
+        report.close()
+    return {
+        "config_name": config.name, "final_step": step, "total_steps": trainer.total_steps,
+        "stop_step": stop, "finished": step == trainer.total_steps, "epochs": step / spe, "preempted": stopped,
+        "exit_code": EXIT_PREEMPTED if stopped else 0,
         "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
         "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
-        "wall_seconds": time.time() - t_start, "train_seconds": train_seconds,
-        "compile_seconds": compile_seconds,
-        "images_per_second": images_seen / train_seconds if train_seconds else float("nan"),
-        "global_batch_size": config.global_batch_size, "num_devices": trainer.mesh.size,
-        "num_processes": jax.process_count(), "resumed_from_step": start_step,
+        "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
+        "images_per_second": meter.images_per_second(), "global_batch_size": config.global_batch_size,
+        "num_devices": trainer.mesh.size, "num_processes": jax.process_count(), "resumed_from_step": start,
     }
-    if is_main and not stopped_early:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-    return results
 
 
 def _check_finite(fetched, ckpt):
@@ -412,10 +407,3 @@ def _check_finite(fetched, ckpt):
                 f"{what} at step {step}: training diverged; {where}. Lower config.base_learning_rate, "
                 f"lengthen config.warmup_epochs, or check the data.")
     return fetched
-
-
-def _hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

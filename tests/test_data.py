@@ -3,14 +3,18 @@ tfds-mocked ImageNet / CIFAR-10 pipelines, and the errors for absent data."""
 import collections
 import gzip
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from lars_jax import configs, data
-from lars_jax.data import fashion_mnist, in_memory
+from lars_jax.data import fashion_mnist, in_memory, tfds_util
 
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
 needs_idx = pytest.mark.skipif(not os.path.exists(os.path.join(IDX_DIR, "t10k-labels-idx1-ubyte.gz")),
@@ -294,10 +298,54 @@ def test_fashion_missing_download_fails(tmp_path, monkeypatch):
     monkeypatch.setenv(fashion_mnist.DIR_ENV, str(tmp_path / "idx"))
     monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    monkeypatch.setattr(tfds_util, "unreachable", lambda url: None)  # the host answers; the download fails
     config = _config(dataset="fashion_mnist", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist") as e:
         data.get_info(config)
     assert "no network in this test" in str(e.value)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dataset,fix", [("fashion_mnist", "apt-get install -y dataset-fashion-mnist"),
+                                         ("cifar10", "tfds build cifar10")])
+def test_missing_data_without_network_fails_in_seconds(tmp_path, monkeypatch, dataset, fix):
+    # No DNS, as on an air-gapped host: tfds' download would retry for minutes before failing.
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    (tmp_path / "idx").mkdir()
+    monkeypatch.setenv(fashion_mnist.DIR_ENV, str(tmp_path / "idx"))
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    config = _config(dataset=dataset, data_dir=str(tmp_path / "tfds"))
+    started = time.time()
+    with pytest.raises(data.DataNotFoundError, match=fix) as e:
+        data.get_info(config)
+    assert time.time() - started < 20 and "cannot connect" in str(e.value)
+
+
+def _gzip(path, payload: bytes):
+    with gzip.open(path, "wb") as f:
+        f.write(payload)
+
+
+@needs_idx
+@pytest.mark.parametrize("damage", ["truncated_gzip", "short_idx", "not_idx"])
+def test_a_damaged_idx_file_is_named(tmp_path, monkeypatch, damage):
+    idx = tmp_path / "idx"
+    shutil.copytree(fashion_mnist.DEBIAN_DIR, idx)
+    bad = idx / "t10k-labels-idx1-ubyte.gz"
+    raw = gzip.open(bad).read()
+    if damage == "truncated_gzip":
+        bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])
+    elif damage == "short_idx":
+        _gzip(bad, raw[:-100])  # the header says 10,000 labels; 9,900 follow
+    else:
+        _gzip(bad, b"not an IDX file at all")
+    monkeypatch.setenv(fashion_mnist.DIR_ENV, str(idx))
+    config = _config(dataset="fashion_mnist", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(data.DataNotFoundError, match=re.escape(str(bad))):
+        data.train_iterator(config, local_batch_size=8)
 
 
 def test_imagenet_missing(tmp_path):

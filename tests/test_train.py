@@ -50,6 +50,7 @@ def cli(workdir, *overrides, env=None, timeout=240):
     return helpers.run(workdir, "--config.layer_stats_every=2", *overrides, env=env, timeout=timeout)
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_end_to_end_then_resume(tmp_path):
     first = cli(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2", "--config.eval_every=4")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -63,6 +64,14 @@ def test_cli_end_to_end_then_resume(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     assert json.loads((tmp_path / "config.json").read_text())["global_batch_size"] == 64
     assert "loss" in first.stderr and "img/s" in first.stderr and "ETA" in first.stderr
+    # One progress line per log window with one ETA; libraries' notices stay out of the console.
+    console = first.stderr.splitlines()
+    for noise in ("Setting work unit notes", "Unable to initialize backend", "oneDNN", "Hyperparameters",
+                  "layers/", "steps_per_sec", "dataset_info.py"):
+        assert not any(noise in line for line in console), noise
+    progress = [line for line in console if "img/s" in line]
+    assert len(progress) == 4 and all(line.count("ETA") == 1 for line in progress), progress
+    assert max(map(len, console)) < 250
 
     # The same command with a longer budget resumes at step 4 instead of starting over.
     second = cli(tmp_path, "--config.total_steps=6", "--config.checkpoint_every=2", "--config.eval_every=6")
@@ -84,6 +93,7 @@ def test_bad_config_fails_before_compiling_naming_the_field(override, field):
         train.Trainer(small_config(**override))
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_reports_missing_data_with_the_fix(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -94,7 +104,24 @@ def test_cli_reports_missing_data_with_the_fix(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_bad_batch_names_field(tmp_path):
     proc = cli(tmp_path, "--config.global_batch_size=100", "--config.total_steps=2", timeout=120)
     assert proc.returncode != 0 and "config.global_batch_size" in proc.stderr
     assert "multiple of 8" in proc.stderr
+
+
+@pytest.mark.slow  # a subprocess
+def test_every_requested_layer_statistic_reaches_tensorboard(tmp_path):
+    # layer_stats_every=3 is not a multiple of log_every=4: windows (1-4, 5-8, 9-12) hold steps
+    # 3, 6, then both 9 and 12; every one of them must be written, not only a window's last.
+    from lars_jax.sweep.events import read_scalars
+
+    proc = helpers.run(tmp_path, "--config.total_steps=12", "--config.log_every=4", "--config.layer_stats_every=3",
+                       "--config.eval_every=12", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    series = read_scalars(str(tmp_path), "layers/")
+    assert series and all(len(k) < 80 for k in series)
+    for name in ("layers/trust_ratio/conv1/kernel", "layers/w_norm/fc2/bias", "layers/g_norm/bn1/scale"):
+        assert [s for s, _ in series[name]] == [3, 6, 9, 12], (name, series[name])
+    assert "layers/" not in proc.stderr  # TensorBoard only: no per-layer lines on the console

@@ -9,13 +9,11 @@ import glob
 import os
 from typing import Callable, Iterator
 
+from lars_jax.errors import ConfigError, DataNotFoundError
+
 # Set LARS_JAX_OFFLINE=1 to forbid every download attempt (tests, air-gapped hosts): absent data
 # then raises DataNotFoundError at once instead of waiting for a network error.
 OFFLINE_ENV = "LARS_JAX_OFFLINE"
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The dataset's files are absent; the message says exactly how to get them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,5 +55,5 @@ def native_image_size(config, name: str, size: int) -> None:
     """Small datasets are used at their native resolution; refuse a config that asks otherwise."""
     requested = config.get("image_size") if hasattr(config, "get") else None
     if requested not in (None, size):
-        raise ValueError(f"config.image_size={requested} but {name} is only offered at its native "
+        raise ConfigError(f"config.image_size: {requested}, but {name} is only offered at its native "
                          f"{size}x{size}; set config.image_size=None")

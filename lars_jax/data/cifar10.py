@@ -11,6 +11,7 @@ from lars_jax.data import base, in_memory, tfds_util
 NAME = "cifar10"
 INFO = base.DatasetInfo(name=NAME, num_train=50000, num_eval=10000, image_shape=(32, 32, 3),
                         num_classes=10)
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # what tfds' cifar10 downloads
 PREPROCESSING = in_memory.Preprocessing(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
                                         pad=4, flip=True)
 
@@ -26,7 +27,7 @@ def ensure_prepared(config) -> str:
     data_dir = base.tfds_data_dir(config)
     if not base.tfds_prepared(data_dir, NAME):
         _, tfds = tfds_util.import_tfds()
-        tfds_util.prepare_or_raise(tfds.builder(NAME, data_dir=data_dir), _how_to_get(data_dir))
+        tfds_util.prepare_or_raise(tfds.builder(NAME, data_dir=data_dir), _how_to_get(data_dir), url=URL)
     return data_dir
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -26,6 +27,7 @@ DIR_ENV = "LARS_JAX_FASHION_MNIST_DIR"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+SHAPES = {"train": ((60000, 28, 28), (60000,)), "test": ((10000, 28, 28), (10000,))}
 INFO = base.DatasetInfo(name=NAME, num_train=60000, num_eval=10000, image_shape=(28, 28, 1),
                         num_classes=10)
 PREPROCESSING = in_memory.Preprocessing(mean=(0.2860,), std=(0.3530,), pad=2, flip=True)
@@ -39,15 +41,28 @@ def _have_idx_files(directory: str) -> bool:
     return all(os.path.exists(os.path.join(directory, f)) for pair in FILES.values() for f in pair)
 
 
-def read_idx(path: str) -> np.ndarray:
-    """A gzipped IDX file (LeCun's MNIST format) as a uint8 array of the shape in its header."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    if data[:2] != b"\0\0" or data[2] != 0x08:  # 0x08: unsigned bytes
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+def read_idx(path: str, shape: tuple | None = None) -> np.ndarray:
+    """A gzipped IDX file (LeCun's MNIST format) as a uint8 array of the shape in its header.
+
+    DataNotFoundError, naming the file, if it is not gzip, is truncated, is not IDX of unsigned
+    bytes, holds fewer or more bytes than its header says, or (given `shape`) has another shape.
+    """
+    fix = f"reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`) or set {DIR_ENV}"
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise base.DataNotFoundError(f"{path} is unreadable or truncated ({type(e).__name__}: {e}); {fix}") from e
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:  # 0x08: unsigned bytes
+        raise base.DataNotFoundError(f"{path} is not an IDX file of unsigned bytes; {fix}")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    header = 4 + 4 * ndim
+    found = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if len(data) < header or len(data) - header != int(np.prod(found)) or (shape and found != shape):
+        raise base.DataNotFoundError(
+            f"{path} holds {max(len(data) - header, 0):,} bytes of data for a header of shape {found}"
+            f"{f' (expected {shape})' if shape else ''}: a truncated or wrong file; {fix}")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(found)
 
 
 @functools.cache
@@ -71,7 +86,7 @@ def _debian_builder_cls():
                 for split, (images, labels) in FILES.items()]
 
         def _generate_examples(self, data_path, label_path):
-            images, labels = read_idx(data_path), read_idx(label_path)
+            images, labels = read_idx(data_path), read_idx(label_path)  # checked in ensure_prepared
             for i in range(len(labels)):
                 yield i, {"image": images[i][..., None], "label": int(labels[i])}
 
@@ -92,12 +107,15 @@ def ensure_prepared(config) -> str:
         return data_dir
     directory = idx_dir()
     if _have_idx_files(directory):
+        for split, files in FILES.items():  # a bad file is named here, not deep inside tfds
+            for name, shape in zip(files, SHAPES[split]):
+                read_idx(os.path.join(directory, name), shape)
         _debian_builder_cls()(idx_dir=directory, data_dir=data_dir).download_and_prepare()
         return data_dir
     _, tfds = tfds_util.import_tfds()
-    tfds_util.prepare_or_raise(
-        tfds.builder(NAME, data_dir=data_dir),
-        f"No IDX files in {directory}. " + _how_to_get(data_dir))
+    builder = tfds.builder(NAME, data_dir=data_dir)
+    tfds_util.prepare_or_raise(builder, f"No IDX files in {directory}. " + _how_to_get(data_dir),
+                               url=type(builder).URL)
     return data_dir
 
 

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import urllib.parse
 
 import numpy as np
 
+import lars_jax
 from lars_jax.data import base, in_memory
 
 
 def import_tfds():
     """(tf, tfds), with TensorFlow kept off any accelerator: it only feeds the host pipeline."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    lars_jax.quiet_tensorflow()
     import tensorflow as tf
     import tensorflow_datasets as tfds
     try:
@@ -21,14 +24,34 @@ def import_tfds():
     return tf, tfds
 
 
-def prepare_or_raise(builder, how_to_get: str) -> None:
-    """Downloads and prepares `builder` unless prepared; DataNotFoundError(how_to_get) on failure."""
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """None if a TCP connection to `url`'s host (or the configured proxy) opens within `timeout`
+    seconds, else why not: a download that cannot even connect fails now, not after minutes of
+    retries."""
+    proxy = os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY") or os.environ.get("http_proxy") \
+        or os.environ.get("HTTP_PROXY")
+    target = urllib.parse.urlsplit(proxy or url)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({e})"
+    return None
+
+
+def prepare_or_raise(builder, how_to_get: str, *, url: str) -> None:
+    """Downloads and prepares `builder` unless prepared; DataNotFoundError(how_to_get) on failure.
+    url: what the download fetches (its host is tried first)."""
     if builder.is_prepared():
         return
     if base.offline():
         raise base.DataNotFoundError(
             f"{builder.name} is not prepared in {builder.data_dir} and downloads are disabled "
             f"({base.OFFLINE_ENV}=1). {how_to_get}")
+    why = unreachable(url)
+    if why:
+        raise base.DataNotFoundError(
+            f"{builder.name} is not prepared in {builder.data_dir} and cannot be downloaded: {why}. {how_to_get}")
     try:
         builder.download_and_prepare()
     except Exception as e:  # network, checksum, disk: all mean "not available here"

@@ -1,0 +1,123 @@
+"""Small pieces of the training loop: when to act, how fast it runs, and what it reports.
+
+`due` says whether a periodic action falls on a step; `Meter` keeps the run's seconds and images
+(across resumed invocations: it starts from the progress saved with the checkpoint) and gives
+images/s and the ETA; `Reporter` writes TensorBoard summaries (process 0 only) and one console
+line per log window.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from absl import logging
+
+
+def due(step: int, every: int | None) -> bool:
+    """True when a periodic action with period `every` (None or 0: never) falls on `step`."""
+    return bool(every) and step % every == 0
+
+
+class Meter:
+    """Wall-clock bookkeeping of the train loop. The first step of an invocation compiles, so its
+    time is `compile_seconds` and its images count in no throughput; `progress` (a checkpoint's)
+    carries the seconds and images of the invocations before this one."""
+
+    def __init__(self, global_batch_size: int, progress: dict | None = None):
+        progress = progress or {}
+        self.batch = global_batch_size
+        self.train_seconds = float(progress.get("train_seconds", 0.0))
+        self.images = int(progress.get("images_seen", 0))
+        self.compile_seconds = 0.0
+        self._mark = time.perf_counter()
+        self._window_steps = 0
+        self._compiled = False
+        self.last_window_seconds_per_step = math.nan
+
+    def stepped(self, block_on=None) -> None:
+        """Call after each train step; `block_on` (the new state) is waited for after the first."""
+        if not self._compiled:
+            import jax
+            jax.block_until_ready(block_on)
+            now = time.perf_counter()
+            self.compile_seconds, self._mark, self._compiled = now - self._mark, now, True
+        else:
+            self._window_steps += 1
+
+    def close_window(self) -> float:
+        """Ends the current window (at a fetch point): returns its images/s (nan if empty)."""
+        now = time.perf_counter()
+        seconds, steps = now - self._mark, self._window_steps
+        self._mark, self._window_steps = now, 0
+        if not steps:
+            return math.nan
+        self.train_seconds += seconds
+        self.images += steps * self.batch
+        self.last_window_seconds_per_step = seconds / steps
+        return steps * self.batch / seconds
+
+    def restart_window(self) -> None:
+        """Excludes the time since the last window (evaluation, checkpoint writes) from training."""
+        self._mark = time.perf_counter()
+
+    def images_per_second(self) -> float:
+        return self.images / self.train_seconds if self.train_seconds else math.nan
+
+    def eta(self, remaining_steps: int) -> float:
+        return remaining_steps * self.last_window_seconds_per_step
+
+    def progress(self, **extra) -> dict:
+        """What a checkpoint saves for a resumed run to report (JSON-able)."""
+        return {"train_seconds": self.train_seconds, "images_seen": self.images, **extra}
+
+
+def hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Reporter:
+    """TensorBoard summaries (process 0 writes, the others write nothing) and console lines."""
+
+    def __init__(self, workdir: str, *, is_main: bool, total_steps: int, steps_per_epoch: int,
+                 layer_stats_every: int):
+        from clu import metric_writers
+
+        self.writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_main
+                       else metric_writers.MultiWriter([]))
+        self.total, self.spe, self.layer_every = total_steps, steps_per_epoch, layer_stats_every
+
+    def hparams(self, flat: dict) -> None:
+        self.writer.write_hparams({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
+
+    def train(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float) -> dict:
+        """Writes one window of fetched (step, metrics) pairs: means of loss/accuracy and the last
+        step's learning rate and norms at the window's last step, and the per-layer statistics of
+        every step that computed them. Returns the scalars; logs one line."""
+        step, last = fetched[-1]
+        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in fetched])),
+                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
+                   "learning_rate": float(last["learning_rate"]), "grad_norm": float(last["grad_norm"]),
+                   "param_norm": float(last["param_norm"])}
+        if math.isfinite(images_per_second):
+            scalars["images_per_second"] = images_per_second
+        self.writer.write_scalars(step, scalars)
+        for s, m in fetched:
+            if due(s, self.layer_every):
+                self.writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
+        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s", step, self.total,
+                     step / self.spe, scalars["train_loss"], scalars["train_accuracy"], scalars["learning_rate"],
+                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds))
+        return scalars
+
+    def eval(self, step: int, metrics: dict) -> None:
+        self.writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "test_examples"})
+        logging.info("eval at step %d (epoch %.2f): test accuracy %.4f  loss %.4f  (%d examples)", step,
+                     step / self.spe, metrics["test_accuracy"], metrics["test_loss"], metrics["test_examples"])
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
