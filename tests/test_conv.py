@@ -54,6 +54,28 @@ def test_conv_matches_lax_values_and_gradients(xs, ws, strides, padding, tbm):
     np.testing.assert_allclose(dw1, dw0, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(dw0))))
 
 
+@pytest.mark.parametrize("xs,ws,strides,padding,tbm", CASES)
+def test_conv_jvp_and_hvp_match_lax(xs, ws, strides, padding, tbm):
+    """Forward mode (the weight tangent is each path's own formula) and forward-over-reverse."""
+    x, w, dx, dw = rand(xs, 1), rand(ws, 2), rand(xs, 3), rand(ws, 4)
+
+    def derivatives(conv_fn, **kw):
+        f = lambda x, w: conv_fn(x, w, strides, padding, dimension_numbers=DN, **kw)  # noqa: E731
+        loss = lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+        return jax.jit(lambda x, w, dx, dw: (
+            jax.jvp(f, (x, w), (dx, dw)),
+            jax.jvp(lambda w: f(x, w), (w,), (dw,))[1],  # dx a symbolic zero
+            jax.jvp(lambda x: f(x, w), (x,), (dx,))[1],  # dw a symbolic zero
+            jax.jvp(jax.grad(loss, (0, 1)), (x, w), (dx, dw))[1]))(x, w, dx, dw)
+
+    (y0, t0), tw0, tx0, (hx0, hw0) = derivatives(lax.conv_general_dilated)
+    (y1, t1), tw1, tx1, (hx1, hw1) = derivatives(conv.conv_general_dilated, transpose_by_matmul=tbm)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(tx1, tx0)  # the input's tangent is lax's conv itself
+    for a, b in ((t1, t0), (tw1, tw0), (hx1, hx0), (hw1, hw0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
 @pytest.mark.parametrize("ws", [(3, 3, 1, 8), (3, 3, 16, 8)])
 def test_conv_bfloat16_close_to_lax(ws):
     x, w = rand((4, 8, 8, ws[2]), 3, jnp.bfloat16), rand(ws, 4, jnp.bfloat16)
@@ -92,16 +114,27 @@ def test_flax_conv_with_it_has_the_same_params_and_outputs():
     np.testing.assert_array_equal(plain.apply(v0, x), fast.apply(v1, x))
 
 
-def test_cpu_rule_only_on_cpu():
+@pytest.mark.parametrize("ci", [1, 16])  # the patches and the matmul-transposed paths
+def test_cpu_rule_only_on_cpu(ci):
     # The weight gradient through a matmul is lowered for CPU only; other platforms get lax's
-    # transpose rule (convolutions only, no dot). Cross-platform lowering needs no GPU.
-    x, w = rand((2, 8, 8, 16), 8), rand((3, 3, 16, 8), 9)
-    f = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv_general_dilated(
-        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN) ** 2), (0, 1)))
-    cpu = jax.export.export(f, platforms=["cpu"])(x, w).mlir_module()
-    gpu = jax.export.export(f, platforms=["cuda"])(x, w).mlir_module()
-    assert "dot_general" in cpu
-    assert "dot_general" not in gpu
+    # rules: the same convolutions as lax's own gradient and its forward-over-reverse, no dot.
+    # Cross-platform lowering needs no GPU.
+    x, w, v = rand((2, 8, 8, ci), 8), rand((3, 3, ci, 8), 9), rand((3, 3, ci, 8), 10)
+
+    def programs(conv_fn):
+        loss = lambda x, w: jnp.sum(conv_fn(  # noqa: E731
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN) ** 2)
+        grad = jax.jit(jax.grad(loss, (0, 1)))
+        hvp = jax.jit(lambda x, w, v: jax.jvp(lambda w: jax.grad(loss, 1)(x, w), (w,), (v,)))
+        return [jax.export.export(f, platforms=[p])(*a).mlir_module()
+                for f, a in ((grad, (x, w)), (hvp, (x, w, v))) for p in ("cpu", "cuda")]
+
+    cpu, gpu, hvp_cpu, hvp_gpu = programs(conv.conv_general_dilated)
+    _, lax_gpu, _, lax_hvp_gpu = programs(lax.conv_general_dilated)
+    assert "dot_general" in cpu and "dot_general" in hvp_cpu
+    assert "dot_general" not in gpu and "dot_general" not in hvp_gpu
+    assert gpu.count("stablehlo.convolution") == lax_gpu.count("stablehlo.convolution")
+    assert hvp_gpu.count("stablehlo.convolution") == lax_hvp_gpu.count("stablehlo.convolution")
 
 
 # ----------------------------------------------------------------------------------- max pool
@@ -124,6 +157,20 @@ def test_max_pool_matches_flax_bitwise_including_ties(k, dtype):
     np.testing.assert_array_equal(dx1, dx0)
     y2, dx2 = pool_vjp(jax.jit(conv.max_pool, static_argnums=(1, 2, 3)), x, g, (k, k), (k, k))
     np.testing.assert_array_equal(dx2, dx0)
+
+
+@pytest.mark.parametrize("k,dtype", [(2, jnp.float32), (3, jnp.float32), (2, jnp.bfloat16)])
+def test_max_pool_jvp_matches_flax_bitwise_including_ties(k, dtype):
+    # Forward mode takes the tangent of the first maximum too, so jvp and vjp are transposes.
+    rng = np.random.default_rng(k + 10)
+    x = jnp.asarray(np.maximum(rng.integers(-2, 3, (3, 6 * k, 4 * k, 5)), 0), dtype)
+    dx = rand(x.shape, 15, dtype)
+    y0, t0 = jax.jvp(lambda x: nn.max_pool(x, (k, k), (k, k)), (x,), (dx,))
+    y1, t1 = jax.jit(lambda x, dx: jax.jvp(lambda x: conv.max_pool(x, (k, k), (k, k)), (x,), (dx,)))(
+        x, dx)
+    assert t1.dtype == dtype
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(t1, t0)
 
 
 @pytest.mark.parametrize("strides,out", [((2, 2), 4), (None, 7)])  # flax's default stride is 1

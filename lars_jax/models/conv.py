@@ -2,46 +2,54 @@
 
 Both are drop-ins: `conv_general_dilated` for `lax.conv_general_dilated` (pass it to flax's
 `nn.Conv(conv_general_dilated=...)`: parameters, names and shapes are unchanged) and `max_pool`
-for `flax.linen.max_pool`. Forward values are lax's; gradients are lax's up to float rounding of
-the weight gradient's sums (and bit for bit for the pool). README.md, section "Performance", has the profiles.
+for `flax.linen.max_pool`. Forward values are lax's; derivatives are lax's up to float rounding
+of the weight terms' sums (and bit for bit for the pool). docs/performance.md has the profiles.
+
+Both are `jax.custom_jvp`s with a linear tangent rule that JAX transposes for reverse mode, so
+jvp, linearize, forward-over-reverse HVPs and reverse mode all work; each tangent rule is written
+so that its transpose is the fast CPU gradient.
 
 conv_general_dilated: the forward pass is `lax.conv_general_dilated`, unchanged on every backend,
-so FLOP counts and GPU/TPU programs are untouched. The backward pass differs on CPU only (chosen
-per platform at lowering by `lax.platform_dependent`; elsewhere it is lax's own transpose rule):
-  - input gradient: lax's transposed convolution, as usual;
-  - weight gradient dW[i, j, c, o] = sum_{b, h, w} xpad[b, s*h + i, s*w + j, c] * g[b, h, w, o]:
-    * few input channels (kh * kw * Cin <= PATCHES_MAX_K, e.g. a first layer on 1- or 3-channel
-      images): one matmul patches^T @ g with patches [B*Ho*Wo, kh*kw*Cin], the kh*kw shifted
-      taps of x side by side (im2col). XLA's convolution for Cin = 1 runs at a few GFLOP/s and
-      needs transposed copies of x and g first;
-    * otherwise, with `transpose_by_matmul=True`: the same convolution lax's rule uses (batch
-      axis contracted, NHWC -> CHWN), but its operands x and g are transposed from a matmul with
-      the identity. XLA's CPU backend lays that convolution out by transposing x and g, and it
-      fuses the whole elementwise chain that produced them (BatchNorm, ReLU, residual adds, the
-      BatchNorm backward) into those transposing copies, which then run at a few hundred MB/s:
-      40-50% of a CIFAR ResNet-20 train step. The identity matmul (exact: one product by 1 per
-      output) materialises x and g first, so the transposes become plain copies. Worth it where
-      x and g come from such chains (ResNets); not where x is already materialised (the small
-      CNN's second conv reads the pool output: there the extra matmuls cost ~10%, so it passes
-      False and keeps lax's weight gradient).
+so FLOP counts and GPU/TPU programs are untouched. The tangent is conv(dx, w) + T(dw); conv(dx, w)
+is lax's everywhere (its transpose: lax's input gradient). T(dw) = conv(x, dw) is written
+differently on CPU only (chosen per platform at lowering by `lax.platform_dependent`; elsewhere
+it is lax's, and so is its transpose). Its transpose is the weight gradient
+dW[i, j, c, o] = sum_{b, h, w} xpad[b, s*h + i, s*w + j, c] * g[b, h, w, o]:
+  * few input channels (kh * kw * Cin <= PATCHES_MAX_K, e.g. a first layer on 1- or 3-channel
+    images): T(dw) = patches @ dw with patches [B*Ho*Wo, kh*kw*Cin], the kh*kw shifted taps of
+    x side by side (im2col); transposed, one matmul patches^T @ g. XLA's convolution for Cin = 1
+    runs at a few GFLOP/s and needs transposed copies of x and g first;
+  * otherwise, with `transpose_by_matmul=True`: T(dw) = conv(x @ I, dw) @ I, matmuls with the
+    identity (exact: one product by 1 per output). Transposed, it is lax's weight-gradient
+    convolution (batch axis contracted, NHWC -> CHWN) of x @ I and g @ I. XLA's CPU backend lays
+    that convolution out by transposing x and g, and it fuses the whole elementwise chain that
+    produced them (BatchNorm, ReLU, residual adds, the BatchNorm backward) into those
+    transposing copies, which then run at a few hundred MB/s: 40-50% of a CIFAR ResNet-20 train
+    step. The identity matmuls materialise x and g first, so the transposes become plain copies.
+    Worth it where x and g come from such chains (ResNets); not where x is already materialised
+    (the small CNN's second conv reads the pool output: there the extra matmuls cost more than
+    they save, so it passes False and gets lax's conv and derivatives unchanged).
 
 max_pool: for non-overlapping windows (window == stride, VALID, sizes divisible) the forward pass
 is the elementwise maximum of the k*k strided taps, which also records the index (int8) of the
-first maximal tap; the backward pass routes each gradient to that tap. This is exactly the
-gradient of `lax.reduce_window` max (XLA's select_and_scatter gives it to the first maximum of the
-window, ties included); on CPU XLA expands select_and_scatter into a reduce-window over (value,
-index) tuples, a stack of iotas and a scatter: ~60% of the small CNN's train step. Other pools
-(overlapping 3x3/2, padding) go to `flax.linen.max_pool`.
+first maximal tap; the tangent is that tap's tangent, so the transpose routes each gradient to
+it. This is exactly the derivative of `lax.reduce_window` max in both modes (XLA's
+select_and_scatter gives the gradient to the first maximum of the window, ties included); on CPU
+XLA expands select_and_scatter into a reduce-window over (value, index) tuples, a stack of iotas
+and a scatter: ~60% of the small CNN's train step. Other pools (overlapping 3x3/2, padding) go to
+`flax.linen.max_pool`.
 """
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 PATCHES_MAX_K = 32  # weight gradient by im2col when kh * kw * Cin <= this
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -50,14 +58,6 @@ _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), o
 def _conv(x, w, strides, padding, precision):
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC,
                                     precision=precision)
-
-
-def _transpose_by_matmul(x, perm):
-    """jnp.transpose(x, perm), read from a matmul of x with the identity (exact) so that XLA
-    materialises x instead of fusing its producers into a strided transposing copy."""
-    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
-    y = lax.dot_general(x, eye, (((x.ndim - 1,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
-    return jnp.transpose(y, perm)
 
 
 def _patches(x, kh, kw, strides, padding, out_hw):
@@ -70,59 +70,49 @@ def _patches(x, kh, kw, strides, padding, out_hw):
     return jnp.stack(taps, axis=3).reshape(b, ho, wo, kh * kw * c)
 
 
-def _weight_grad_patches(x, g, w_shape, strides, padding, precision):
-    kh, kw, ci, co = w_shape
-    b, ho, wo, _ = g.shape
-    cols = _patches(x, kh, kw, strides, padding, (ho, wo)).reshape(b * ho * wo, kh * kw * ci)
-    # 2-D operands contracted over their leading axis: XLA calls the matmul with a transposed
-    # left operand and copies nothing (a 4-D contraction would get a transposing copy first).
-    dw = lax.dot_general(cols, g.reshape(b * ho * wo, co), (((0,), (0,)), ((), ())),
-                         precision=precision)
-    return dw.reshape(kh, kw, ci, co)
+def _eye_matmul(x, eye_axis=0):
+    """x @ I over the last axis, contracting I's `eye_axis`: exact (one product by 1 per output),
+    and XLA materialises it instead of fusing x's producers into whatever reads x next."""
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return lax.dot_general(x, eye, (((x.ndim - 1,), (eye_axis,)), ((), ())),
+                           precision=lax.Precision.HIGHEST)
 
 
-def _weight_grad_transposed(x, g, w_shape, strides, padding, precision):
-    kh, kw, ci, co = w_shape
-    xt = _transpose_by_matmul(x, (3, 1, 2, 0))  # [Cin, H, W, B]: batch of Cin, B contracted
-    gt = _transpose_by_matmul(g, (1, 2, 0, 3))  # [Ho, Wo, B, Cout]: the "kernel"
-    dwt = lax.conv_general_dilated(xt, gt, (1, 1), padding, rhs_dilation=strides,
-                                   dimension_numbers=_NHWC, precision=precision)
-    return jnp.transpose(dwt[:, :kh, :kw, :], (1, 2, 0, 3))  # [Cin, kh', kw', Cout] -> HWIO
+def _weight_tangent_patches(x, dw, strides, padding, out_hw, precision):
+    """conv(x, dw) as patches(x) @ dw: its transpose in dw is the matmul patches^T @ g."""
+    kh, kw, ci, co = dw.shape
+    b, (ho, wo), k = x.shape[0], out_hw, kh * kw * ci
+    cols = _patches(x, kh, kw, strides, padding, out_hw).reshape(b * ho * wo, k)
+    dy = lax.dot_general(cols, dw.reshape(k, co), (((1,), (0,)), ((), ())), precision=precision)
+    return dy.reshape(b, ho, wo, co)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_cpu_grad(x, w, strides, padding, precision, transpose_by_matmul):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_cpu_grad(x, w, strides, padding, precision):
     return _conv(x, w, strides, padding, precision)
 
 
-def _conv_fwd(x, w, strides, padding, precision, transpose_by_matmul):
-    return _conv(x, w, strides, padding, precision), (x, w)
+@functools.partial(_conv_cpu_grad.defjvp, symbolic_zeros=True)
+def _conv_jvp(strides, padding, precision, primals, tangents):
+    (x, w), (dx, dw) = primals, tangents
+    conv = lambda x, w: _conv(x, w, strides, padding, precision)  # noqa: E731
+    y = conv(x, w)
+    kh, kw, ci, _ = w.shape
 
-
-def _conv_bwd(strides, padding, precision, transpose_by_matmul, res, g):
-    x, w = res
-
-    def lax_rule(x, w, g):
-        _, vjp = jax.vjp(lambda x, w: _conv(x, w, strides, padding, precision), x, w)
-        return vjp(g)
-
-    def cpu_rule(x, w, g):
-        _, vjp_x = jax.vjp(lambda x: _conv(x, w, strides, padding, precision), x)
-        (dx,) = vjp_x(g)  # dropped by XLA when x needs no gradient (the input images)
-        kh, kw, ci, _ = w.shape
+    def cpu_rule(x, dw):
         if kh * kw * ci <= PATCHES_MAX_K:
-            dw = _weight_grad_patches(x, g, w.shape, strides, padding, precision)
-        elif transpose_by_matmul:
-            dw = _weight_grad_transposed(x, g, w.shape, strides, padding, precision)
-        else:
-            _, vjp_w = jax.vjp(lambda w: _conv(x, w, strides, padding, precision), w)
-            (dw,) = vjp_w(g)
-        return dx, dw.astype(w.dtype)
+            return _weight_tangent_patches(x, dw, strides, padding, y.shape[1:3], precision)
+        # Transposed in dw, lax's weight-gradient convolution reads x and g from the two
+        # identity matmuls, so the NHWC -> CHWN / HWNC copies XLA adds are plain copies. The
+        # outer one contracts I's axis 1, so that its transpose g @ I is a plain matmul.
+        return _eye_matmul(conv(_eye_matmul(x), dw), eye_axis=1)
 
-    return lax.platform_dependent(x, w, g, cpu=cpu_rule, default=lax_rule)
-
-
-_conv_cpu_grad.defvjp(_conv_fwd, _conv_bwd)
+    # dx's term is lax's everywhere (its transpose is lax's input gradient); a symbolic zero
+    # (the input images) costs nothing.
+    terms = [] if type(dx) is SymbolicZero else [conv(dx, w)]
+    if type(dw) is not SymbolicZero:
+        terms.append(lax.platform_dependent(x, dw, cpu=cpu_rule, default=conv))
+    return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
 
 
 def _is_one(dilation) -> bool:
@@ -139,7 +129,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
     Handles 2-D NHWC x HWIO convolutions without dilation or groups (every conv of this
     project's ResNets and small CNN); anything else goes to lax.conv_general_dilated unchanged.
     transpose_by_matmul: for kh*kw*Cin > PATCHES_MAX_K, compute the weight gradient from
-    matmul-materialised transposes (True) or with lax's rule (False).
+    matmul-materialised transposes (True), or be lax's conv, derivatives included (False).
     """
     supported = (lhs.ndim == 4 and rhs.ndim == 4 and _is_one(lhs_dilation) and _is_one(rhs_dilation)
                  and feature_group_count == 1 and batch_group_count == 1
@@ -155,7 +145,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return _conv_cpu_grad(lhs, rhs, strides, padding, precision, bool(transpose_by_matmul))
+    if math.prod(rhs.shape[:3]) > PATCHES_MAX_K and not transpose_by_matmul:
+        return _conv(lhs, rhs, strides, padding, precision)  # lax's rules, every mode
+    return _conv_cpu_grad(lhs, rhs, strides, padding, precision)
 
 
 # --------------------------------------------------------------------------------------- pool
@@ -165,30 +157,29 @@ def _pool_taps(x, k):
             for i in range(k) for j in range(k)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool_tiles(x, k):
     return functools.reduce(jnp.maximum, _pool_taps(x, k))
 
 
-def _pool_fwd(x, k):
+@_max_pool_tiles.defjvp
+def _pool_jvp(k, primals, tangents):
+    (x,), (dx,) = primals, tangents
     taps = _pool_taps(x, k)
     y = functools.reduce(jnp.maximum, taps)
     first = jnp.full(y.shape, k * k - 1, jnp.int8)  # index of the first tap equal to the max
     for t in reversed(range(k * k - 1)):
         first = jnp.where(taps[t] == y, jnp.int8(t), first)
-    return y, first
-
-
-def _pool_bwd(k, first, g):
-    b, ho, wo, c = g.shape
+    b, ho, wo, c = y.shape
     tap = (lax.broadcasted_iota(jnp.int8, (1, 1, k, 1, k, 1), 2) * k
            + lax.broadcasted_iota(jnp.int8, (1, 1, k, 1, k, 1), 4))
-    dx = jnp.where(tap == first[:, :, None, :, None, :], g[:, :, None, :, None, :],
-                   jnp.zeros((), g.dtype))
-    return (dx.reshape(b, ho * k, wo * k, c),)
-
-
-_max_pool_tiles.defvjp(_pool_fwd, _pool_bwd)
+    # Windows tile x, so [B, Ho, k, Wo, k, C] holds each window's taps on axes 2 and 4. The sum
+    # has one nonzero term (exact); transposed it is broadcast + where + reshape: g routed to
+    # the first maximum, as select_and_scatter does.
+    dx6 = dx.reshape(b, ho, k, wo, k, c)
+    dy = jnp.sum(jnp.where(tap == first[:, :, None, :, None, :], dx6, jnp.zeros((), dx.dtype)),
+                 axis=(2, 4))
+    return y, dy
 
 
 def max_pool(inputs, window_shape: Sequence[int], strides: Sequence[int] | None = None,
