@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time setup on a fresh Debian/Ubuntu machine with Python >= 3.10: Debian's Fashion-MNIST
-# files, a virtual environment in .venv, and this package with its test/notebook extras.
+# files, a virtual environment in .venv, and this package with its train, tfds, test and notebook
+# extras.
 # Root is needed only for apt-get: as a normal user it runs through sudo. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,6 +21,6 @@ fi
 stamp=.venv/.lars_jax_installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"  # pyproject's build requirement
-  .venv/bin/python -m pip install -q -e ".[test,notebooks]"
+  .venv/bin/python -m pip install -q -e ".[train,tfds,test,notebooks]"
   touch "$stamp"
 fi

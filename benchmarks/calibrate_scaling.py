@@ -44,7 +44,6 @@ if not GPU_MODE and "xla_force_host_platform_device_count" not in _flags:
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -65,11 +64,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def experiment_config(name: str):
-    """experiments/<name>.py's get_config(), imported the way ml_collections' config_flags does."""
-    spec = importlib.util.spec_from_file_location(f"exp_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """experiments/<name>.py's get_config()."""
+    return configs.load_config(os.path.join(ROOT, "experiments", f"{name}.py"))
 
 
 def fashion_mnist_config():
@@ -79,12 +75,12 @@ def fashion_mnist_config():
 def resnet20_config():
     c = configs.get_base_config()
     c.name = "cifar_resnet20_lars"
-    c.dataset = "cifar10"
-    c.model = "resnet20"
-    c.optimizer = "lars"
-    c.base_learning_rate = 2.0
+    c.data.name = "cifar10"
+    c.model.name = "resnet20"
+    c.optimizer.name = "lars"
+    c.schedule.base_learning_rate = 2.0
     c.global_batch_size = 128
-    c.layer_stats_every = 0
+    c.loop.layer_stats_every = 0
     return c
 
 
@@ -184,11 +180,11 @@ def resnet50_throughput(steps: int, out: str) -> None:
     for name, label in (("resnet50_32k", "float32"), ("mlperf_resnet50_32k", "bfloat16")):
         config = experiment_config(name)
         config.global_batch_size = 256
-        config.microbatches = 1
+        config.mesh.microbatches = 1
         r = step_times(config, info, 1, 256, steps)
-        r.update(config=name, dtype=config.dtype, images_per_second=256 / r["median_s"])
+        r.update(config=name, dtype=config.model.dtype, images_per_second=256 / r["median_s"])
         rows.append(r)
-        print(f"{name} ({config.dtype}): {r['median_s'] * 1e3:.1f} ms per step of 256, "
+        print(f"{name} ({config.model.dtype}): {r['median_s'] * 1e3:.1f} ms per step of 256, "
               f"{r['images_per_second']:,.0f} img/s (compile + first step {r['compile_and_first_step_s']:.0f} s)",
               flush=True)
     kind = getattr(dev, "device_kind", str(dev))

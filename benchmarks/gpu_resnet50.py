@@ -40,10 +40,12 @@ def measure(batch: int, *, model: str, image_size: int, dtype: str, steps: int, 
     from lars_jax import configs, models, train
 
     c = configs.get_base_config()
-    c.update(name=f"{model}_synthetic", model=model, dataset="synthetic", image_size=image_size,
-             synthetic_num_classes=1000, global_batch_size=batch * jax.device_count(), dtype=dtype,
-             total_steps=warmup + steps + 1, warmup_epochs=0.0, base_learning_rate=2.0,
-             optimizer="lars", weight_decay=1e-4, layer_stats_every=0)
+    configs.merge(c, dict(
+        name=f"{model}_synthetic", global_batch_size=batch * jax.device_count(),
+        data=dict(name="synthetic", image_size=image_size, synthetic_num_classes=1000),
+        model=dict(name=model, dtype=dtype), optimizer=dict(name="lars", lars=dict(weight_decay=1e-4)),
+        schedule=dict(total_steps=warmup + steps + 1, warmup_epochs=0.0, base_learning_rate=2.0),
+        loop=dict(layer_stats_every=0)))
     trainer = train.Trainer(c)
     state = trainer.sharded_init_state()
     data = next(trainer.train_batches(0))  # the synthetic batch, reused: the device alone is timed

@@ -67,8 +67,8 @@ def imagenet_train(tf, jpegs, threads: int, seconds: float, size: int = 224, bat
 def fashion_train(seconds: float, augment: bool, batch: int = 256):
     from lars_jax import configs, data
     config = configs.get_base_config()
-    config.dataset, config.augment = "fashion_mnist", augment
-    return rate(data.train_iterator(config, local_batch_size=batch), batch, seconds)
+    config.data.name, config.data.augment = "fashion_mnist", augment
+    return rate(data.train_iterator(config.data, seed=0, local_batch_size=batch), batch, seconds)
 
 
 def train_step_rate(model: str, image_shape, num_classes: int, batch: int, steps: int) -> float:
@@ -78,8 +78,8 @@ def train_step_rate(model: str, image_shape, num_classes: int, batch: int, steps
     from lars_jax import configs, data, parallel, train
 
     c = configs.get_base_config()
-    c.update(model=model, dataset="synthetic", global_batch_size=batch, total_steps=steps + 1,
-             warmup_epochs=0.0, layer_stats_every=0)
+    configs.merge(c, dict(global_batch_size=batch, data=dict(name="synthetic"), model=dict(name=model),
+                          schedule=dict(total_steps=steps + 1, warmup_epochs=0.0), loop=dict(layer_stats_every=0)))
     info = data.DatasetInfo("synthetic", 1_281_167, 0, tuple(image_shape), num_classes)
     trainer = train.Trainer(c, mesh=parallel.make_mesh(jax.devices()[:1]), info=info)
     rng = np.random.default_rng(0)

@@ -63,21 +63,21 @@ def jax_runner(net: str, batch: int, seed: int = 0, dtype: str = "float32"):
     shape, classes = NETS[net]
     config = configs.get_base_config()
     config.name = f"bench_{net}"
-    config.dataset = "synthetic"
-    config.model = net
+    config.data.name = "synthetic"
+    config.model.name = net
     config.global_batch_size = batch
-    config.optimizer = "lars"
-    config.denominator = "paper"
-    config.base_learning_rate = LR
-    config.base_batch_size = batch
-    config.lr_scaling = "none"
-    config.warmup_epochs = 0.0
-    config.decay = "constant"
-    config.momentum = MOMENTUM
-    config.weight_decay = WEIGHT_DECAY
-    config.trust_coefficient = ETA
-    config.layer_stats_every = 0
-    config.dtype = dtype
+    config.optimizer.name = "lars"
+    config.optimizer.lars.denominator = "paper"
+    config.schedule.base_learning_rate = LR
+    config.schedule.base_batch_size = batch
+    config.schedule.lr_scaling = "none"
+    config.schedule.warmup_epochs = 0.0
+    config.schedule.decay = "constant"
+    config.optimizer.lars.momentum = MOMENTUM
+    config.optimizer.lars.weight_decay = WEIGHT_DECAY
+    config.optimizer.lars.trust_coefficient = ETA
+    config.loop.layer_stats_every = 0
+    config.model.dtype = dtype
     config.seed = seed
     info = data.DatasetInfo(name=net, num_train=60000, num_eval=10000, image_shape=shape,
                             num_classes=classes)
@@ -268,7 +268,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="activations: JAX config.dtype; PyTorch CPU autocast")
+                        help="activations: JAX config.model.dtype; PyTorch CPU autocast")
     parser.add_argument("--no-torch", action="store_true", help="time the JAX side only")
     parser.add_argument("--out", default=None, help="JSON file to write (default: none)")
     args = parser.parse_args(argv)

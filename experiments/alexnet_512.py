@@ -16,31 +16,31 @@ def get_config():
     c.name = "alexnet_512"
 
     # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
-    c.image_size = 227  # Caffe's AlexNet crop size (BVLC train_val.prototxt)
-    c.augment = True  # paper (Caffe): random 227 crop + mirror. Ours is an Inception-style
+    c.data.name = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
+    c.data.image_size = 227  # Caffe's AlexNet crop size (BVLC train_val.prototxt)
+    c.data.augment = True  # paper (Caffe): random 227 crop + mirror. Ours is an Inception-style
     # random-resized crop + flip (lars_jax/data/imagenet_preprocess.py): NOT the same augmentation.
 
     # Model.
-    c.model = "alexnet"  # BVLC reference AlexNet with LRN and grouped convs: the baseline network
-    c.dtype = "float32"  # the paper trains in single precision
-    c.label_smoothing = 0.0  # NOT FOUND in PAPER.md; the 2017 Caffe recipe has none: chose 0
+    c.model.name = "alexnet"  # BVLC reference AlexNet with LRN and grouped convs: the baseline network
+    c.model.dtype = "float32"  # the paper trains in single precision
+    c.loss.label_smoothing = 0.0  # NOT FOUND in PAPER.md; the 2017 Caffe recipe has none: chose 0
 
     # Optimizer: the baseline is plain momentum SGD, no LARS.
-    c.optimizer = "sgd"  # PAPER.md: base LR 0.01 (an SGD-scale rate; LARS uses global LRs of 1-10)
-    c.weight_decay_mode = "l2"  # Caffe adds beta*w to the gradient
-    c.momentum = 0.9  # PAPER.md: momentum 0.9
-    c.weight_decay = 5e-4  # PAPER.md: Caffe's AlexNet default, NOT confirmed from the paper's text
-    c.base_learning_rate = 0.01  # PAPER.md: base LR 0.01 at batch 512
-    c.base_batch_size = 512  # PAPER.md: the baseline's batch
-    c.lr_scaling = "none"  # the LR is given for this very batch
-    c.warmup_epochs = 0.0  # NOT FOUND in PAPER.md; Caffe's "poly" policy has no warmup: chose 0
-    c.decay = "poly"  # PAPER.md: poly(2) decay
-    c.poly_power = 2.0  # PAPER.md: power 2
-    c.end_learning_rate = 0.0  # Caffe's poly policy decays to 0
+    c.optimizer.name = "sgd"  # PAPER.md: base LR 0.01 (an SGD-scale rate; LARS uses global LRs of 1-10)
+    c.optimizer.sgd.weight_decay_mode = "l2"  # Caffe adds beta*w to the gradient
+    c.optimizer.sgd.momentum = 0.9  # PAPER.md: momentum 0.9
+    c.optimizer.sgd.weight_decay = 5e-4  # PAPER.md: Caffe's AlexNet default, NOT confirmed from the paper's text
+    c.schedule.base_learning_rate = 0.01  # PAPER.md: base LR 0.01 at batch 512
+    c.schedule.base_batch_size = 512  # PAPER.md: the baseline's batch
+    c.schedule.lr_scaling = "none"  # the LR is given for this very batch
+    c.schedule.warmup_epochs = 0.0  # NOT FOUND in PAPER.md; Caffe's "poly" policy has no warmup: chose 0
+    c.schedule.decay = "poly"  # PAPER.md: poly(2) decay
+    c.schedule.poly_power = 2.0  # PAPER.md: power 2
+    c.schedule.end_learning_rate = 0.0  # Caffe's poly policy decays to 0
 
     # Schedule of the run.
     c.global_batch_size = 512  # PAPER.md: batch 512
-    c.num_epochs = 100.0  # PAPER.md: 100 epochs
-    c.microbatches = 1  # 64 images per device on 8 devices
+    c.schedule.num_epochs = 100.0  # PAPER.md: 100 epochs
+    c.mesh.microbatches = 1  # 64 images per device on 8 devices
     return c

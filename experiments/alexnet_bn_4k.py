@@ -6,7 +6,7 @@ and what depends on it. The peak LR follows that row's sqrt rule: 2 * sqrt(4096 
     python -m lars_jax.main --config experiments/alexnet_bn_4k.py --workdir runs/alexnet_bn_4k
 
 Memory: `microbatches` is set so that one 8-accelerator machine holds the batch (512 images per
-device per microbatch on 8 devices); set --config.microbatches=1 when the per-device batch fits
+device per microbatch on 8 devices); set --config.mesh.microbatches=1 when the per-device batch fits
 (e.g. 4,096 over 8 devices or more).
 """
 import os
@@ -18,6 +18,6 @@ def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_4k"
     # PAPER.md: LARS warmup reported as 13 epochs at 4k for AlexNet-BN
-    c.warmup_epochs = 13.0
+    c.schedule.warmup_epochs = 13.0
     c.global_batch_size = 4096  # the row's batch
     return c

@@ -9,7 +9,7 @@ grid table lists what was.
 
 Sources are cited per line; "NOT FOUND" marks a value the paper's text did not give, with what was
 chosen instead and why. Memory: `microbatches` is set so that one 8-accelerator machine holds the
-batch (64 images per device per microbatch on 8 devices); set --config.microbatches=1 when
+batch (64 images per device per microbatch on 8 devices); set --config.mesh.microbatches=1 when
 the per-device batch fits (e.g. 512 over 1 devices or more).
 """
 from lars_jax.configs import get_base_config
@@ -20,37 +20,37 @@ def get_config():
     c.name = "alexnet_bn_512"
 
     # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
-    c.image_size = 227  # Caffe's AlexNet crop size (BVLC train_val.prototxt); the paper used Caffe
-    c.augment = True  # paper (Caffe): random 227 crop + mirror. Ours is an Inception-style
+    c.data.name = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
+    c.data.image_size = 227  # Caffe's AlexNet crop size (BVLC train_val.prototxt); the paper used Caffe
+    c.data.augment = True  # paper (Caffe): random 227 crop + mirror. Ours is an Inception-style
     # random-resized crop + flip (lars_jax/data/imagenet_preprocess.py): NOT the same augmentation.
 
     # Model.
-    c.model = "alexnet_bn"  # PAPER.md: AlexNet with LRN replaced by BatchNorm (AlexNet-BN)
-    c.dtype = "float32"  # the paper trains in single precision
-    c.bn_group_size = 64  # PAPER.md: 32k over 512 KNL = 64 images per worker, normalised per
+    c.model.name = "alexnet_bn"  # PAPER.md: AlexNet with LRN replaced by BatchNorm (AlexNet-BN)
+    c.model.dtype = "float32"  # the paper trains in single precision
+    c.model.bn_group_size = 64  # PAPER.md: 32k over 512 KNL = 64 images per worker, normalised per
     # worker. Kept at 64 for every batch so BN statistics mean the same in every row (NOT
     # FOUND per row).
-    c.label_smoothing = 0.0  # NOT FOUND in PAPER.md; the 2017 Caffe recipe has none: chose 0
+    c.loss.label_smoothing = 0.0  # NOT FOUND in PAPER.md; the 2017 Caffe recipe has none: chose 0
 
     # Optimizer: LARS as in the paper.
-    c.optimizer = "lars"  # PAPER.md / LARS paper Algorithm 1
-    c.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
-    c.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
-    c.momentum = 0.9  # PAPER.md: momentum 0.9
-    c.weight_decay = 5e-4  # PAPER.md: Caffe's AlexNet default, NOT confirmed from the paper's text
-    c.base_learning_rate = 2.0  # NOT FOUND: the paper's per-row LRs were not confirmed from text.
-    c.base_batch_size = 512  # Chosen: peak LR 2 at batch 512, scaled by sqrt(B / 512) (next line),
-    c.lr_scaling = "sqrt"  # i.e. 2 at 512; a choice to tune, not the paper's number.
+    c.optimizer.name = "lars"  # PAPER.md / LARS paper Algorithm 1
+    c.optimizer.lars.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
+    c.optimizer.lars.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
+    c.optimizer.lars.momentum = 0.9  # PAPER.md: momentum 0.9
+    c.optimizer.lars.weight_decay = 5e-4  # PAPER.md: Caffe's AlexNet default, NOT confirmed from the paper's text
+    c.schedule.base_learning_rate = 2.0  # NOT FOUND: the paper's per-row LRs were not confirmed from text.
+    c.schedule.base_batch_size = 512  # Chosen: peak LR 2 at batch 512, scaled by sqrt(B / 512) (next line),
+    c.schedule.lr_scaling = "sqrt"  # i.e. 2 at 512; a choice to tune, not the paper's number.
     # NOT FOUND in PAPER.md for this batch; chose 2 epochs, a short warmup at the smallest batch
     # (LARS adapts each layer's step, and 13/8 epochs were needed only at 4k/8k)
-    c.warmup_epochs = 2.0
-    c.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
-    c.poly_power = 2.0  # PAPER.md: power 2
-    c.end_learning_rate = 0.0  # the paper's formula decays to 0
+    c.schedule.warmup_epochs = 2.0
+    c.schedule.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
+    c.schedule.poly_power = 2.0  # PAPER.md: power 2
+    c.schedule.end_learning_rate = 0.0  # the paper's formula decays to 0
 
     # Schedule of the run.
     c.global_batch_size = 512  # the row's batch
-    c.num_epochs = 100.0  # PAPER.md: AlexNet is trained for 100 epochs
-    c.microbatches = 1  # memory only, see the module docstring
+    c.schedule.num_epochs = 100.0  # PAPER.md: AlexNet is trained for 100 epochs
+    c.mesh.microbatches = 1  # memory only, see the module docstring
     return c

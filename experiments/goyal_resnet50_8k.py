@@ -19,37 +19,37 @@ def get_config():
     c.name = "goyal_resnet50_8k"
 
     # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images
-    c.image_size = 224  # He et al. 2016 / Goyal et al.: 224x224 crops
-    c.augment = True  # Goyal et al.: scale + aspect-ratio augmentation and flips (their paper, not
+    c.data.name = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images
+    c.data.image_size = 224  # He et al. 2016 / Goyal et al.: 224x224 crops
+    c.data.augment = True  # Goyal et al.: scale + aspect-ratio augmentation and flips (their paper, not
     # in PAPER.md); ours: Inception-style random-resized crop + flip, the same family
 
     # Model.
-    c.model = "resnet50"  # PAPER.md: the Goyal et al. baseline is ResNet-50
-    c.resnet_variant = "v1.5"  # Goyal et al. (their paper, not PAPER.md): stride 2 in the 3x3 convs
-    c.zero_init_last_bn = True  # Goyal et al. Sec. 5.1 (their paper, not PAPER.md): gamma = 0 per block
-    c.dtype = "float32"  # Goyal et al. trained in single precision (their paper, not in PAPER.md)
-    c.bn_group_size = 32  # Goyal et al.: BN over n = 32 images per GPU (their paper; not PAPER.md)
-    c.label_smoothing = 0.0  # Goyal et al. use none (not in PAPER.md): 0
+    c.model.name = "resnet50"  # PAPER.md: the Goyal et al. baseline is ResNet-50
+    c.model.variant = "v1.5"  # Goyal et al. (their paper, not PAPER.md): stride 2 in the 3x3 convs
+    c.model.zero_init_last_bn = True  # Goyal et al. Sec. 5.1 (their paper, not PAPER.md): gamma = 0 per block
+    c.model.dtype = "float32"  # Goyal et al. trained in single precision (their paper, not in PAPER.md)
+    c.model.bn_group_size = 32  # Goyal et al.: BN over n = 32 images per GPU (their paper; not PAPER.md)
+    c.loss.label_smoothing = 0.0  # Goyal et al. use none (not in PAPER.md): 0
 
     # Optimizer: momentum SGD with linear scaling, warmup and step decay.
-    c.optimizer = "sgd"  # PAPER.md: the baseline is SGD with linear scaling + warmup
-    c.weight_decay_mode = "l2"  # Goyal et al.: weight decay added to the gradient
-    c.momentum = 0.9  # Goyal et al.: m = 0.9 (their paper, not in PAPER.md)
-    c.nesterov = False  # Goyal et al.: plain momentum
-    c.weight_decay = 1e-4  # Goyal et al.: 0.0001 (their paper, not in PAPER.md)
-    c.base_learning_rate = 0.1  # PAPER.md: LR = 0.1 * batch / 256
-    c.base_batch_size = 256  # PAPER.md: ... / 256
-    c.lr_scaling = "linear"  # PAPER.md: linear scaling rule -> peak 3.2 at 8,192
-    c.warmup_epochs = 5.0  # PAPER.md: 5 warmup epochs
-    c.warmup_init_learning_rate = 0.1  # Goyal et al. Sec. 2.2 (their paper): warmup from 0.1 to 3.2
-    c.decay = "step"  # PAPER.md: step decay
-    c.step_decay_epochs = (30, 60, 80)  # Goyal et al.: x0.1 at epochs 30, 60, 80 (their paper)
-    c.step_decay_factor = 0.1  # Goyal et al.: divide by 10 (their paper)
+    c.optimizer.name = "sgd"  # PAPER.md: the baseline is SGD with linear scaling + warmup
+    c.optimizer.sgd.weight_decay_mode = "l2"  # Goyal et al.: weight decay added to the gradient
+    c.optimizer.sgd.momentum = 0.9  # Goyal et al.: m = 0.9 (their paper, not in PAPER.md)
+    c.optimizer.sgd.nesterov = False  # Goyal et al.: plain momentum
+    c.optimizer.sgd.weight_decay = 1e-4  # Goyal et al.: 0.0001 (their paper, not in PAPER.md)
+    c.schedule.base_learning_rate = 0.1  # PAPER.md: LR = 0.1 * batch / 256
+    c.schedule.base_batch_size = 256  # PAPER.md: ... / 256
+    c.schedule.lr_scaling = "linear"  # PAPER.md: linear scaling rule -> peak 3.2 at 8,192
+    c.schedule.warmup_epochs = 5.0  # PAPER.md: 5 warmup epochs
+    c.schedule.warmup_init_learning_rate = 0.1  # Goyal et al. Sec. 2.2 (their paper): warmup from 0.1 to 3.2
+    c.schedule.decay = "step"  # PAPER.md: step decay
+    c.schedule.step_decay_epochs = (30, 60, 80)  # Goyal et al.: x0.1 at epochs 30, 60, 80 (their paper)
+    c.schedule.step_decay_factor = 0.1  # Goyal et al.: divide by 10 (their paper)
 
     # Schedule of the run.
     c.global_batch_size = 8192  # PAPER.md: batch 8k
-    c.num_epochs = 90.0  # PAPER.md: 90 epochs
-    c.microbatches = 4  # memory only: 256 images per device per microbatch on 8 devices; set 1
+    c.schedule.num_epochs = 90.0  # PAPER.md: 90 epochs
+    c.mesh.microbatches = 4  # memory only: 256 images per device per microbatch on 8 devices; set 1
     # when the per-device batch fits (Goyal et al.: 32 per GPU on 256 GPUs)
     return c

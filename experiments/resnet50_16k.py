@@ -7,7 +7,7 @@ and what depends on it.
         --workdir runs/resnet50_16k
 
 Memory: `microbatches` is set so that one 8-accelerator machine holds the batch (256
-images per device per microbatch on 8 devices); set --config.microbatches=1 when the per-device
+images per device per microbatch on 8 devices); set --config.mesh.microbatches=1 when the per-device
 batch fits.
 """
 import os
@@ -21,10 +21,10 @@ def get_config():
     # bn_group_size stays the 32k row's 64 (its per-KNL batch, PAPER.md) so that BN means the same in
     # every LARS row: NOT FOUND per row
     # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 25 below 32k (the paper's own LR NOT FOUND)
-    c.base_learning_rate = 25.0
-    c.base_batch_size = 16384  # the peak LR above is given for this batch
+    c.schedule.base_learning_rate = 25.0
+    c.schedule.base_batch_size = 16384  # the peak LR above is given for this batch
     # PAPER.md: MLPerf v0.7 warmup 5 epochs below 32k (the paper's own warmup NOT FOUND)
-    c.warmup_epochs = 5.0
+    c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 16384  # the row's batch
-    c.microbatches = 8  # memory only, see the module docstring
+    c.mesh.microbatches = 8  # memory only, see the module docstring
     return c

@@ -15,5 +15,5 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_16k.py"))
     c.name = "resnet50_16k_noaug"
-    c.augment = False  # the 'without augmentation' row
+    c.data.augment = False  # the 'without augmentation' row
     return c

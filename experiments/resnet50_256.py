@@ -7,7 +7,7 @@ and what depends on it.
         --workdir runs/resnet50_256
 
 Memory: `microbatches` is set so that one 8-accelerator machine holds the batch (32
-images per device per microbatch on 8 devices); set --config.microbatches=1 when the per-device
+images per device per microbatch on 8 devices); set --config.mesh.microbatches=1 when the per-device
 batch fits.
 """
 import os
@@ -20,14 +20,14 @@ def get_config():
     c.name = "resnet50_256"
     # He et al. 2016 / Goyal et al.: 256 over 8 GPUs = 32 images per BN group. NOT FOUND for the
     # paper's run
-    c.bn_group_size = 32
+    c.model.bn_group_size = 32
     # NOT FOUND: the paper's per-row LRs were not confirmed. Chosen: the lowest band of Google's
     # MLPerf v0.7 LARS rule (PAPER.md: peak LR 10 below 16k); MLPerf never ran 256, so untested
     # here
-    c.base_learning_rate = 10.0
-    c.base_batch_size = 256  # the peak LR above is given for this batch
+    c.schedule.base_learning_rate = 10.0
+    c.schedule.base_batch_size = 256  # the peak LR above is given for this batch
     # NOT FOUND for this batch; chose 5 epochs, MLPerf v0.7's warmup below 16k (PAPER.md)
-    c.warmup_epochs = 5.0
+    c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 256  # the row's batch
-    c.microbatches = 1  # memory only, see the module docstring
+    c.mesh.microbatches = 1  # memory only, see the module docstring
     return c

@@ -14,7 +14,7 @@ MLPerf's and torchvision's are v1.5.
 Sources are cited per line; "NOT FOUND" marks a value the paper's text did not give, with what was
 chosen instead and why. Memory: `microbatches` is set so that one 8-accelerator machine holds the
 batch (256 images per device per microbatch on 8 devices, about what an 80 GB GPU holds in
-float32); set --config.microbatches=1 when the per-device batch fits.
+float32); set --config.mesh.microbatches=1 when the per-device batch fits.
 """
 from lars_jax.configs import get_base_config
 
@@ -24,40 +24,40 @@ def get_config():
     c.name = "resnet50_32k"
 
     # Data.
-    c.dataset = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
-    c.image_size = 224  # He et al. 2016: 224x224 crops
-    c.augment = True  # PAPER.md: the paper reports ResNet-50 with and without
+    c.data.name = "imagenet2012"  # ILSVRC-2012, 1,281,167 train images: the paper's data
+    c.data.image_size = 224  # He et al. 2016: 224x224 crops
+    c.data.augment = True  # PAPER.md: the paper reports ResNet-50 with and without
     # augmentation; this is the 'with' row: Inception-style random-resized crop
     # + flip (lars_jax/data/imagenet_preprocess.py)
 
     # Model.
-    c.resnet_variant = "v1"  # the paper trains Caffe's ResNet-50 (He et al. 2016): stride in the 1x1
-    c.model = "resnet50"  # PAPER.md: ResNet-50
-    c.dtype = "float32"  # the paper trains in single precision
+    c.model.variant = "v1"  # the paper trains Caffe's ResNet-50 (He et al. 2016): stride in the 1x1
+    c.model.name = "resnet50"  # PAPER.md: ResNet-50
+    c.model.dtype = "float32"  # the paper trains in single precision
     # PAPER.md: batch 32k over 512 KNL = 64 images per worker, normalised per worker
-    c.bn_group_size = 64
-    c.label_smoothing = 0.0  # NOT FOUND in PAPER.md for the paper's runs (MLPerf used 0.1): chose 0
+    c.model.bn_group_size = 64
+    c.loss.label_smoothing = 0.0  # NOT FOUND in PAPER.md for the paper's runs (MLPerf used 0.1): chose 0
 
     # Optimizer: LARS as in the paper.
-    c.optimizer = "lars"  # PAPER.md / LARS paper Algorithm 1
-    c.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
-    c.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
-    c.momentum = 0.9  # PAPER.md: momentum 0.9
-    c.weight_decay = 1e-4  # NOT FOUND in PAPER.md for the paper's runs; chose 1e-4, He et al.'s
+    c.optimizer.name = "lars"  # PAPER.md / LARS paper Algorithm 1
+    c.optimizer.lars.denominator = "paper"  # lambda = eta*||w|| / (||g|| + beta*||w||), the paper's form
+    c.optimizer.lars.trust_coefficient = 0.001  # PAPER.md: eta = 0.001
+    c.optimizer.lars.momentum = 0.9  # PAPER.md: momentum 0.9
+    c.optimizer.lars.weight_decay = 1e-4  # NOT FOUND in PAPER.md for the paper's runs; chose 1e-4, He et al.'s
     # ResNet-50 value, also MLPerf v0.7 JAX's at 32k+ (PAPER.md; it used 2e-4 below 32k)
     # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 31.2 at 32k and above (the paper's own LR
     # NOT FOUND)
-    c.base_learning_rate = 31.2
-    c.base_batch_size = 32768  # the peak LR above is given for this batch
-    c.lr_scaling = "none"  # LARS: no batch scaling rule, the peak is set per row
+    c.schedule.base_learning_rate = 31.2
+    c.schedule.base_batch_size = 32768  # the peak LR above is given for this batch
+    c.schedule.lr_scaling = "none"  # LARS: no batch scaling rule, the peak is set per row
     # PAPER.md: MLPerf v0.7 warmup 25 epochs at 32k and above (the paper's own warmup NOT FOUND)
-    c.warmup_epochs = 25.0
-    c.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
-    c.poly_power = 2.0  # PAPER.md: power 2
-    c.end_learning_rate = 0.0  # the paper's formula decays to 0 (MLPerf: 1e-4)
+    c.schedule.warmup_epochs = 25.0
+    c.schedule.decay = "poly"  # PAPER.md: gamma_t = gamma_0 * (1 - t/T)^2 after warmup
+    c.schedule.poly_power = 2.0  # PAPER.md: power 2
+    c.schedule.end_learning_rate = 0.0  # the paper's formula decays to 0 (MLPerf: 1e-4)
 
     # Schedule of the run.
     c.global_batch_size = 32768  # the row's batch
-    c.num_epochs = 90.0  # PAPER.md: ResNet-50 is trained for 90 epochs
-    c.microbatches = 16  # memory only, see the module docstring
+    c.schedule.num_epochs = 90.0  # PAPER.md: ResNet-50 is trained for 90 epochs
+    c.mesh.microbatches = 16  # memory only, see the module docstring
     return c

@@ -89,7 +89,7 @@ class CheckpointManager:
 
     def __init__(self, workdir: str, *, keep: int | None = 2, fingerprint: dict | None = None):
         if keep is not None and keep < 1:
-            raise ConfigError(f"config.keep_checkpoints: must be >= 1 or None (keep all), got {keep}")
+            raise ConfigError(f"config.loop.keep_checkpoints: must be >= 1 or None (keep all), got {keep}")
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.fingerprint = fingerprint or {}
         self._pending: int | None = None  # step of the save in flight, until its errors are checked

@@ -65,7 +65,7 @@ def all_reduce_report(trainer) -> dict:
     leaves_bytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     grad_bytes = sum(x.size * 4 for x in jax.tree.leaves(state.params))  # gradients are float32
     total = sum(b for b, _ in found)
-    return {"microbatches": trainer.config.microbatches, "devices": trainer.mesh.size,
+    return {"microbatches": trainer.config.mesh.microbatches, "devices": trainer.mesh.size,
             "all_reduce_ops": len(found), "all_reduce_bytes": total,
             "all_reduce_bytes_in_loops": sum(b for b, loop in found if loop),
             "gradient_bytes": grad_bytes, "batch_stats_bytes": leaves_bytes(state.batch_stats),

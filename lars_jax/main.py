@@ -1,11 +1,11 @@
 """Command line: `python -m lars_jax.main --config experiments/fashion_mnist.py --workdir DIR`.
 
-Any config field can be overridden: `--config.global_batch_size=4096 --config.stop_after_steps=10`.
+Any config field can be overridden: `--config.global_batch_size=4096 --config.loop.stop_after_steps=10`.
 Running the same command again resumes from the newest intact checkpoint in DIR.
 Multi-host: pass --coordinator_address/--num_processes/--process_id (jax.distributed.initialize's
 arguments) or --distributed to let JAX detect the cluster (SLURM, TPU pods, Open MPI).
 
-Exit codes (lars_jax.errors): 0 finished (or stopped at config.stop_after_steps, as asked);
+Exit codes (lars_jax.errors): 0 finished (or stopped at config.loop.stop_after_steps, as asked);
 75 preempted by SIGTERM with a checkpoint of the current step (rerun the same command to resume);
 2 the command line or config cannot work (nothing ran); 1 any other failure. A multi-process
 worker runs under a small parent (lars_jax.supervisor) that reports a worker killed by a signal,

@@ -26,8 +26,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lars_jax.configs import ConfigError, DENOMINATORS, OPTIMIZERS, WEIGHT_DECAY_MODES, validate_optimizer
+from lars_jax.arguments import check_choice, check_range
 
+OPTIMIZERS = ("lars", "lamb", "sgd")  # the factories below, by name
+DENOMINATORS = ("paper", "optax")
+WEIGHT_DECAY_MODES = ("l2", "decoupled")
 Exclude = Union[None, Any, Callable[[Any], Any]]  # None, a pytree of bools, or params -> such a pytree
 
 
@@ -49,16 +52,10 @@ def _included(exclude: Exclude) -> Callable[[Any], Any]:
     return lambda params: jax.tree.map(lambda e: not e, _excluded(exclude, params))
 
 
-def _check(name: str, ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}: {message}")
-
-
 def _check_common(learning_rate, momentum: float, weight_decay: float) -> None:
-    if not callable(learning_rate):
-        _check("learning_rate", learning_rate >= 0, f"must be >= 0 (a float or an optax schedule), got {learning_rate}")
-    _check("momentum", 0 <= momentum < 1, f"must lie in [0, 1), got {momentum}")
-    _check("weight_decay", weight_decay >= 0, f"must be >= 0, got {weight_decay}")
+    check_range("learning_rate", learning_rate, lambda v: v >= 0, "be >= 0 (a float or an optax schedule)")
+    check_range("momentum", momentum, lambda v: 0 <= v < 1, "lie in [0, 1)")
+    check_range("weight_decay", weight_decay, lambda v: v >= 0, "be >= 0")
 
 
 def trust_ratio(w_norm, u_norm, wd_u_norm, *, weight_decay: float, trust_coefficient: float,
@@ -111,8 +108,7 @@ def scale_by_layerwise_trust_ratio(*, weight_decay: float = 0.0, trust_coefficie
 
     A stateless optax transformation; `update` needs `params`.
     """
-    _check("denominator", denominator in DENOMINATORS,
-           f"got {denominator!r}; allowed values: {', '.join(map(repr, DENOMINATORS))}")
+    check_choice("denominator", denominator, DENOMINATORS)
 
     def scale_leaf(u, w):
         decayed_norm = _norm(u + weight_decay * w) if denominator == "optax" else None
@@ -137,8 +133,8 @@ def lars(learning_rate, *, momentum: float = 0.9, weight_decay: float = 0.0,
     nesterov: update = -(m * v_new + gamma_t * lambda * (g + beta * w)) on the same v.
     """
     _check_common(learning_rate, momentum, weight_decay)
-    _check("trust_coefficient", trust_coefficient > 0, f"must be > 0, got {trust_coefficient}")
-    _check("eps", eps >= 0, f"must be >= 0, got {eps}")
+    check_range("trust_coefficient", trust_coefficient, lambda v: v > 0, "be > 0")
+    check_range("eps", eps, lambda v: v >= 0, "be >= 0")
     return optax.chain(
         scale_by_layerwise_trust_ratio(weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                                        eps=eps, denominator=denominator, exclude=exclude),
@@ -154,8 +150,9 @@ def lamb(learning_rate, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6
     get -gamma_t * r (no trust ratio, no weight decay). With nothing excluded it equals optax.lamb
     (whose mask covers only the weight decay, never the trust ratio)."""
     _check_common(learning_rate, 0.0, weight_decay)
-    _check("b1", 0 <= b1 < 1, f"must lie in [0, 1), got {b1}")
-    _check("b2", 0 <= b2 < 1, f"must lie in [0, 1), got {b2}")
+    check_range("b1", b1, lambda v: 0 <= v < 1, "lie in [0, 1)")
+    check_range("b2", b2, lambda v: 0 <= v < 1, "lie in [0, 1)")
+    check_range("eps", eps, lambda v: v >= 0, "be >= 0")
 
     def scale_leaf(r, w):
         # Here r + beta * w is written out once and shared, unlike in LARS: r is Adam's output, in
@@ -177,8 +174,7 @@ def sgd(learning_rate, *, momentum: float = 0.9, nesterov: bool = False, weight_
     decoupled (SGDW, Loshchilov & Hutter): v <- m * v + g; w <- w - gamma_t * (v + beta * w).
     """
     _check_common(learning_rate, momentum, weight_decay)
-    _check("weight_decay_mode", weight_decay_mode in WEIGHT_DECAY_MODES,
-           f"got {weight_decay_mode!r}; allowed values: {', '.join(map(repr, WEIGHT_DECAY_MODES))}")
+    check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
     decay = optax.masked(optax.add_decayed_weights(weight_decay), _included(exclude))
     if weight_decay_mode == "l2":
         return optax.chain(decay, optax.scale_by_learning_rate(learning_rate),
@@ -223,24 +219,3 @@ def flatten_layer_stats(stats: LayerStats) -> dict[str, float]:
             name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
             out[f"{field}/{name}"] = value
     return out
-
-
-def make_optimizer(config, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Maps config fields to (transformation, learning-rate schedule); see lars_jax.configs."""
-    from lars_jax.schedules import make_schedule
-
-    validate_optimizer(config)
-    schedule, _ = make_schedule(config, steps_per_epoch)
-    name = config.optimizer
-    if name == "lars":
-        tx = lars(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
-                  trust_coefficient=config.trust_coefficient, eps=config.eps, nesterov=config.nesterov,
-                  denominator=config.denominator)
-    elif name == "lamb":
-        tx = lamb(schedule, b1=config.b1, b2=config.b2, eps=config.adam_eps, weight_decay=config.weight_decay)
-    elif name in ("sgd", "nesterov"):
-        tx = sgd(schedule, momentum=config.momentum, nesterov=(name == "nesterov") or config.nesterov,
-                 weight_decay=config.weight_decay, weight_decay_mode=config.weight_decay_mode)
-    else:
-        raise ConfigError(f"config.optimizer: got {name!r}; allowed values: {', '.join(map(repr, OPTIMIZERS))}")
-    return tx, schedule

@@ -10,7 +10,16 @@ import math
 
 import optax
 
-from lars_jax.configs import ConfigError, DECAYS, LR_SCALINGS
+from lars_jax.arguments import check_choice, check_range
+
+DECAYS = ("poly", "cosine", "step", "constant")
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+def _check_warmup(peak, warmup_steps, init) -> None:
+    check_range("peak", peak, lambda v: v >= 0, "be >= 0")
+    check_range("warmup_steps", warmup_steps, lambda v: v >= 0, "be >= 0")
+    check_range("init", init, lambda v: v >= 0, "be >= 0")
 
 
 def scaled_learning_rate(base_learning_rate: float, batch_size: int, *, base_batch_size: int = 256,
@@ -20,8 +29,9 @@ def scaled_learning_rate(base_learning_rate: float, batch_size: int, *, base_bat
     linear: base * B / B0 (Goyal et al.); sqrt: base * sqrt(B / B0) (Krizhevsky 2014; Hoffer et al.);
     none: base (LARS' usual choice: the trust ratio adapts each layer's step).
     """
-    if rule not in LR_SCALINGS:
-        raise ConfigError(f"config.lr_scaling: got {rule!r}; allowed values: {', '.join(map(repr, LR_SCALINGS))}")
+    check_choice("rule", rule, LR_SCALINGS)
+    check_range("base_learning_rate", base_learning_rate, lambda v: v >= 0, "be >= 0")
+    check_range("base_batch_size", base_batch_size, lambda v: v > 0, "be > 0")
     ratio = batch_size / base_batch_size
     return base_learning_rate * {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
 
@@ -30,6 +40,9 @@ def warmup_poly(peak: float, warmup_steps: int, total_steps: int, *, power: floa
                 end: float = 0.0, init: float = 0.0) -> optax.Schedule:
     """Linear warmup to `peak`, then gamma_t = end + (peak - end) * (1 - t'/T')^power, the paper's
     polynomial decay (power 2), with t' = t - warmup_steps and T' = total_steps - warmup_steps."""
+    _check_warmup(peak, warmup_steps, init)
+    check_range("power", power, lambda v: v > 0, "be > 0")
+    check_range("end", end, lambda v: v >= 0, "be >= 0")
     decay = optax.polynomial_schedule(peak, end, power, max(total_steps - warmup_steps, 1))
     return _after_warmup(peak, warmup_steps, decay, init)
 
@@ -37,6 +50,8 @@ def warmup_poly(peak: float, warmup_steps: int, total_steps: int, *, power: floa
 def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, *, end: float = 0.0,
                   init: float = 0.0) -> optax.Schedule:
     """Linear warmup, then half-cosine from `peak` to `end` over the remaining steps."""
+    _check_warmup(peak, warmup_steps, init)
+    check_range("end", end, lambda v: v >= 0, "be >= 0")
     return optax.warmup_cosine_decay_schedule(init, peak, warmup_steps, max(total_steps, warmup_steps + 1), end)
 
 
@@ -44,45 +59,20 @@ def warmup_step(peak: float, warmup_steps: int, boundaries: tuple[int, ...], *,
                 factor: float = 0.1, init: float = 0.0) -> optax.Schedule:
     """Linear warmup, then `peak` multiplied by `factor` at each absolute step in `boundaries`
     (Goyal et al.: x0.1 at epochs 30, 60 and 80)."""
+    _check_warmup(peak, warmup_steps, init)
+    check_range("factor", factor, lambda v: 0 < v <= 1, "lie in (0, 1]")
     decay = optax.piecewise_constant_schedule(
         peak, {b - warmup_steps: factor for b in boundaries if b > warmup_steps})
     return _after_warmup(peak, warmup_steps, decay, init)
+
+
+def warmup_constant(peak: float, warmup_steps: int, *, init: float = 0.0) -> optax.Schedule:
+    """Linear warmup, then `peak` for good."""
+    _check_warmup(peak, warmup_steps, init)
+    return _after_warmup(peak, warmup_steps, optax.constant_schedule(peak), init)
 
 
 def _after_warmup(peak: float, warmup_steps: int, decay: optax.Schedule, init: float = 0.0) -> optax.Schedule:
     if warmup_steps == 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(init, peak, warmup_steps), decay], [warmup_steps])
-
-
-def make_schedule(config, steps_per_epoch: int) -> tuple[optax.Schedule, int]:
-    """(schedule, total_steps) from the config's optimizer fields; total_steps overrides num_epochs."""
-    total = total_steps(config, steps_per_epoch)
-    warmup = round(config.warmup_epochs * steps_per_epoch)
-    if warmup > total:
-        raise ConfigError(
-            f"config.warmup_epochs: {config.warmup_epochs} epochs = {warmup} steps is longer than training "
-            f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}, or keep the schedule and "
-            f"stop early with config.stop_after_steps=N instead of shortening config.total_steps")
-    peak = scaled_learning_rate(config.base_learning_rate, config.global_batch_size,
-                                base_batch_size=config.base_batch_size, rule=config.lr_scaling)
-    init = config.warmup_init_learning_rate
-    if config.decay == "poly":
-        schedule = warmup_poly(peak, warmup, total, power=config.poly_power, end=config.end_learning_rate, init=init)
-    elif config.decay == "cosine":
-        schedule = warmup_cosine(peak, warmup, total, end=config.end_learning_rate, init=init)
-    elif config.decay == "step":
-        boundaries = tuple(round(e * steps_per_epoch) for e in config.step_decay_epochs)
-        schedule = warmup_step(peak, warmup, boundaries, factor=config.step_decay_factor, init=init)
-    elif config.decay == "constant":
-        schedule = _after_warmup(peak, warmup, optax.constant_schedule(peak), init)
-    else:
-        raise ConfigError(f"config.decay: got {config.decay!r}; allowed values: {', '.join(map(repr, DECAYS))}")
-    return schedule, total
-
-
-def total_steps(config, steps_per_epoch: int) -> int:
-    """config.total_steps when set, else round(num_epochs * steps_per_epoch) (at least 1)."""
-    if config.total_steps is not None:
-        return int(config.total_steps)
-    return max(1, round(config.num_epochs * steps_per_epoch))

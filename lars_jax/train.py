@@ -1,7 +1,10 @@
-"""TrainState, the jitted train/eval steps, and the training loop (metrics, checkpoints, resume).
+"""Where the config meets the library: models, optimizers and schedules built from their config
+parts, the Trainer (mesh, data, model, optimizer, compiled steps) and the train loop.
 
-The only room that joins config, mesh, data, model and optimizer. Data flows one way:
-config -> (mesh, dataset, model, optimizer) -> train step -> loop -> (metrics, checkpoints).
+Data flows one way: config -> (mesh, dataset, model, optimizer) -> train step -> loop ->
+(metrics, checkpoints, results). Each room gets its own part of the config, or explicit
+arguments; the rooms' own argument checks are the validation of their config values, reported here
+as a ConfigError naming the field.
 """
 from __future__ import annotations
 
@@ -9,187 +12,117 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
-from jax.sharding import PartitionSpec as P
 
-from lars_jax import configs, data, models, optim, parallel, schedules, workdir as workdirs
-from lars_jax.errors import EXIT_PREEMPTED, UserError
+from lars_jax import configs, data, models, optim, parallel, schedules, steps, workdir as workdirs
+from lars_jax.errors import EXIT_PREEMPTED, ConfigError, UserError
+from lars_jax.steps import TrainState
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """Training diverged; the message names the step and the last good checkpoint."""
 
 
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array  # int32 scalar: optimizer updates done
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    rng: jax.Array  # uint32[2] key data; dropout keys fold in the step, device and microbatch
+def _as_config_error(path: str, build: Callable, *args, fields: dict | None = None, **kwargs):
+    """build(*args, **kwargs), its ValueError "arg: why" (or TypeError for an unknown keyword)
+    raised again as ConfigError "config.<path>.<field>: why"; `fields` maps argument names to
+    config field names where they differ."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as e:
+        arg, _, why = str(e).partition(": ")
+        field = (fields or {}).get(arg, arg)
+        raise ConfigError(f"config.{path}.{field}: {why}" if why else f"config.{path}: {e}") from e
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if not unknown:
+            raise
+        raise ConfigError(f"config.{path}.{unknown[1]}: not an argument of {getattr(build, '__name__', build)}; "
+                          f"remove it") from e
 
 
-def dtype_of(name: str):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+def build_model(config, info: data.DatasetInfo, workers: int):
+    """config.model: `name` picks the registry entry, every other field is passed to it.
+    workers: data-parallel devices (bn_group_size None = the per-device microbatch)."""
+    options = {k: v for k, v in config.model.items() if k != "name"}
+    if options.get("bn_group_size") is None:
+        options["bn_group_size"] = config.global_batch_size // (workers * config.mesh.microbatches)
+    return _as_config_error("model", models.create_model, config.model.name, num_classes=info.num_classes, **options)
 
 
-def resolve_bn_group_size(config, num_devices: int) -> int:
-    """config.bn_group_size, or the per-device microbatch when None (the paper: per worker)."""
-    if config.bn_group_size is not None:
-        return int(config.bn_group_size)
-    return config.global_batch_size // (num_devices * config.microbatches)
+def total_steps(config, steps_per_epoch: int) -> int:
+    """config.schedule.total_steps when set, else round(num_epochs * steps_per_epoch) (at least 1)."""
+    if config.schedule.total_steps is not None:
+        return int(config.schedule.total_steps)
+    return max(1, round(config.schedule.num_epochs * steps_per_epoch))
 
 
-def create_model(config, info: data.DatasetInfo, num_devices: int):
-    """The config's model; num_devices: data-parallel workers (for the default BN group size)."""
-    extra = {}
-    if config.model.startswith("resnet"):
-        extra = {"zero_init_last_bn": config.zero_init_last_bn}
-        if config.model in ("resnet18", "resnet34", "resnet50", "resnet101"):
-            extra["variant"] = config.resnet_variant
-    return models.create_model(config.model, num_classes=info.num_classes, dtype=dtype_of(config.dtype),
-                               bn_group_size=resolve_bn_group_size(config, num_devices), **extra)
+_SCHEDULE_ARGS = {"peak": "base_learning_rate", "warmup_steps": "warmup_epochs", "power": "poly_power",
+                  "end": "end_learning_rate", "init": "warmup_init_learning_rate", "factor": "step_decay_factor",
+                  "rule": "lr_scaling"}
 
 
-def init_state(model, tx: optax.GradientTransformation, image_shape, seed: int) -> TrainState:
-    """Fresh TrainState; float32 params whatever the model's compute dtype."""
-    init_key, dropout_key, state_key = jax.random.split(jax.random.key(seed), 3)
-    variables = model.init({"params": init_key, "dropout": dropout_key},
-                           jnp.zeros((2, *image_shape), jnp.float32), train=False)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      rng=jax.random.key_data(state_key))
+def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """config.schedule (and global_batch_size, for the scaling rule) -> the LR schedule of steps."""
+    sc = config.schedule
+    total = total_steps(config, steps_per_epoch)
+    warmup = round(sc.warmup_epochs * steps_per_epoch)
+    if warmup > total:
+        raise ConfigError(
+            f"config.schedule.warmup_epochs: {sc.warmup_epochs} epochs = {warmup} steps is longer than training "
+            f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}, or keep the schedule and stop "
+            f"early with config.loop.stop_after_steps=N instead of shortening config.schedule.total_steps")
+    build = lambda f, *a, **k: _as_config_error("schedule", f, *a, fields=_SCHEDULE_ARGS, **k)  # noqa: E731
+    peak = build(schedules.scaled_learning_rate, sc.base_learning_rate, config.global_batch_size,
+                 base_batch_size=sc.base_batch_size, rule=sc.lr_scaling)
+    init = sc.warmup_init_learning_rate
+    if sc.decay == "poly":
+        return build(schedules.warmup_poly, peak, warmup, total, power=sc.poly_power, end=sc.end_learning_rate,
+                     init=init)
+    if sc.decay == "cosine":
+        return build(schedules.warmup_cosine, peak, warmup, total, end=sc.end_learning_rate, init=init)
+    if sc.decay == "step":
+        boundaries = tuple(round(e * steps_per_epoch) for e in sc.step_decay_epochs)
+        return build(schedules.warmup_step, peak, warmup, boundaries, factor=sc.step_decay_factor, init=init)
+    if sc.decay == "constant":
+        return build(schedules.warmup_constant, peak, warmup, init=init)
+    raise ConfigError(f"config.schedule.decay: got {sc.decay!r}; allowed values: "
+                      f"{', '.join(map(repr, schedules.DECAYS))}")
 
 
-def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-    """Per-example softmax cross entropy in float32; logits [B, K], labels int [B] -> [B]."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing) \
-        if label_smoothing else jax.nn.one_hot(labels, num_classes)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+def build_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """config.optimizer: `name` picks lars_jax.optim.<name>, its part config.optimizer.<name>
+    holds the keyword arguments."""
+    name = config.optimizer.name
+    if name not in optim.OPTIMIZERS:
+        raise ConfigError(f"config.optimizer.name: got {name!r}; allowed values: "
+                          f"{', '.join(map(repr, optim.OPTIMIZERS))}")
+    return _as_config_error(f"optimizer.{name}", getattr(optim, name), schedule, **config.optimizer[name])
 
 
-def microbatch_unroll(config) -> bool:
-    """Whether the microbatch loop is unrolled: config.microbatch_unroll, or by default on CPU only.
-
-    XLA's CPU backend runs a convolution's weight gradient inside a while loop about 100x slower
-    than outside one (measured: 44 s against 0.39 s for 4 microbatches of a 3x3 conv at batch
-    128), so on CPU the k pieces are unrolled (peak memory then grows with k). On GPU/TPU the
-    loop stays rolled and memory scales with the microbatch, not the global batch.
-    """
-    if config.microbatch_unroll is not None:
-        return bool(config.microbatch_unroll)
-    return jax.default_backend() == "cpu"
-
-
-def make_train_step(model, tx: optax.GradientTransformation, config, *, num_classes: int, mesh=None,
-                    schedule: Callable | None = None) -> Callable:
-    """(state, batch) -> (state, metrics); batch {"image": [B, H, W, C], "label": [B]} global arrays.
-
-    Gradients are computed per device under `shard_map` over the `data` axis of `mesh` (None: a
-    1-device mesh), so BatchNorm statistics and microbatching stay inside a device, then averaged
-    by one `pmean`: the step's single gradient all-reduce. With config.microbatches = k each
-    device's rows are cut into k contiguous pieces whose gradients and BatchNorm statistics a
-    lax.scan averages before that all-reduce and the one optimizer update.
-    metrics: loss, accuracy (train batch, means), learning_rate, grad_norm and, when
-    config.layer_stats_every > 0, per-tensor LARS diagnostics under "layers".
-    """
-    mesh = mesh or parallel.make_mesh(jax.devices()[:1])
-    axis = parallel.DATA_AXIS
-    k = config.microbatches
-    unroll = microbatch_unroll(config)
-    stats_kwargs = dict(weight_decay=config.weight_decay, trust_coefficient=config.trust_coefficient,
-                        eps=config.eps, denominator=config.denominator)
-
-    def loss_fn(params, batch_stats, images, labels, dropout_key):
-        variables = {"params": params, "batch_stats": batch_stats}
-        logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": dropout_key})
-        loss = cross_entropy(logits, labels, num_classes, config.label_smoothing).mean()
-        correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        return loss, (updates.get("batch_stats", {}), correct)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def device_grads(params, batch_stats, images, labels, key):
-        """On one device: its rows [b, ...] -> gradient, BN statistics, loss averaged over the
-        k pieces and then over devices (the pmean), and the global count of correct answers."""
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis))
-        mb = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])  # noqa: E731
-
-        def body(carry, xs):
-            i, imgs, labs = xs
-            (loss, (stats, correct)), grads = grad_fn(params, batch_stats, imgs, labs, jax.random.fold_in(key, i))
-            return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct)), None
-
-        if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
-            (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
-        else:
-            zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
-                                                  jnp.zeros((), jnp.int32)))
-            (grads, stats, loss, correct), _ = jax.lax.scan(body, zeros, (jnp.arange(k), mb(images), mb(labels)),
-                                                            unroll=unroll)
-        # check_vma=False: grad of the local loss is this device's gradient alone (with
-        # check_vma=True JAX would already sum replicated params' cotangents over devices).
-        grads, stats, loss = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss)), axis)
-        return grads, stats, loss, jax.lax.psum(correct, axis)
-
-    # Manual over `data` only: a `model` axis stays automatic, so split kernels remain split.
-    sharded_grads = jax.shard_map(device_grads, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
-                                  out_specs=P(), axis_names={axis}, check_vma=False)
-
-    def train_step(state: TrainState, batch):
-        images, labels = batch["image"], batch["label"]
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        grads, batch_stats, loss, correct = sharded_grads(state.params, state.batch_stats, images, labels,
-                                                          step_key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": optax.global_norm(grads),
-                   # the loss is computed before the update: this catches a step that broke the params
-                   "param_norm": optax.global_norm(params)}
-        if schedule is not None:
-            metrics["learning_rate"] = schedule(state.step)
-        if config.layer_stats_every:  # computed only on the steps that log them; zeros otherwise
-            stats = lambda: optim.flatten_layer_stats(optim.layer_stats(state.params, grads, **stats_kwargs))  # noqa: E731
-            skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(stats))  # noqa: E731
-            metrics["layers"] = jax.lax.cond((state.step + 1) % config.layer_stats_every == 0, stats, skip)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-        return new_state, metrics
-
-    return train_step
-
-
-def make_eval_step(model, num_classes: int) -> Callable:
-    """(state, batch) -> sums {loss, correct, count} over real (mask == 1) examples."""
-
-    def eval_step(state: TrainState, batch):
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits = model.apply(variables, batch["image"], train=False)
-        mask = batch["mask"]
-        loss = cross_entropy(logits, batch["label"], num_classes)
-        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
-
-    return eval_step
+def layer_stats_kwargs(config) -> dict:
+    """The trust ratio the per-layer statistics report: LARS's, with the config's LARS part."""
+    lars = config.optimizer.lars
+    return dict(weight_decay=lars.weight_decay, trust_coefficient=lars.trust_coefficient, eps=lars.eps,
+                denominator=lars.denominator)
 
 
 def evaluate(eval_step, state, config, mesh) -> dict[str, float]:
     """Top-1 accuracy and mean loss over the whole eval split (each example exactly once)."""
-    eval_batch = config.eval_batch_size or config.global_batch_size
+    eval_batch = config.loop.eval_batch_size or config.global_batch_size
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for local in data.eval_iterator(config, local_batch_size=parallel.local_batch_size(eval_batch),
+    for local in data.eval_iterator(config.data, seed=config.seed,
+                                    local_batch_size=parallel.local_batch_size(eval_batch),
                                     process_index=jax.process_index(), process_count=jax.process_count()):
         sums = jax.device_get(eval_step(state, parallel.global_batch(local, mesh)))
         for name in totals:
@@ -204,34 +137,39 @@ class Trainer:
 
     # The config fields whose values shape the TrainState, or change what a checkpoint's arrays
     # mean: a workdir's checkpoints resume only a run that agrees on them.
-    STATE_FIELDS = ("dataset", "image_size", "synthetic_num_classes", "model", "resnet_variant", "optimizer")
+    STATE_FIELDS = ("data.name", "data.image_size", "data.synthetic_num_classes", "model.name", "model.variant",
+                    "optimizer.name")
 
     def __init__(self, config: ml_collections.ConfigDict, mesh=None, info: data.DatasetInfo | None = None):
         """info: the dataset's DatasetInfo; None reads it (and prepares the data) via data.get_info."""
         configs.validate(config, num_devices=mesh.size if mesh is not None else jax.device_count())
         self.mesh = mesh or parallel.make_mesh(model=config.mesh.model)
         self.config = config
-        self.info = info or data.get_info(config)
+        self.info = info or data.get_info(config.data)
         if config.global_batch_size > self.info.num_train:
-            raise configs.ConfigError(
+            raise ConfigError(
                 f"config.global_batch_size: {config.global_batch_size} exceeds the {self.info.num_train} "
-                f"training examples of {config.dataset}; an epoch drops its incomplete last batch")
+                f"training examples of {config.data.name}; an epoch drops its incomplete last batch")
         self.steps_per_epoch = self.info.num_train // config.global_batch_size
-        self.tx, self.schedule = optim.make_optimizer(config, self.steps_per_epoch)
-        self.total_steps = schedules.total_steps(config, self.steps_per_epoch)
-        self.stop_step = min(self.total_steps, config.stop_after_steps or self.total_steps)
-        self.model = create_model(config, self.info, parallel.data_size(self.mesh))
+        self.schedule = build_schedule(config, self.steps_per_epoch)
+        self.tx = build_optimizer(config, self.schedule)
+        self.total_steps = total_steps(config, self.steps_per_epoch)
+        self.stop_step = min(self.total_steps, config.loop.stop_after_steps or self.total_steps)
+        self.model = build_model(config, self.info, parallel.data_size(self.mesh))
         repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
         self.state_sharding = parallel.state_shardings(jax.eval_shape(self.init_state), self.mesh)
-        step = make_train_step(self.model, self.tx, config, num_classes=self.info.num_classes,
-                               mesh=self.mesh, schedule=self.schedule)
+        step = steps.make_train_step(
+            self.model, self.tx, num_classes=self.info.num_classes, mesh=self.mesh,
+            microbatches=config.mesh.microbatches, unroll=config.mesh.microbatch_unroll,
+            label_smoothing=config.loss.label_smoothing, schedule=self.schedule,
+            layer_stats_every=config.loop.layer_stats_every, layer_stats_kwargs=layer_stats_kwargs(config))
         self.train_step = jax.jit(step, in_shardings=(self.state_sharding, batch), out_shardings=(
             self.state_sharding, repl), donate_argnums=0)
-        self.eval_step = jax.jit(make_eval_step(self.model, self.info.num_classes),
+        self.eval_step = jax.jit(steps.make_eval_step(self.model, self.info.num_classes),
                                  in_shardings=(self.state_sharding, batch), out_shardings=repl)
 
     def init_state(self) -> TrainState:
-        return init_state(self.model, self.tx, self.info.image_shape, self.config.seed)
+        return steps.init_state(self.model, self.tx, self.info.image_shape, self.config.seed)
 
     def sharded_init_state(self) -> TrainState:
         return jax.jit(self.init_state, out_shardings=self.state_sharding)()
@@ -241,7 +179,8 @@ class Trainer:
         shapes = jax.tree.map(lambda x: f"{x.dtype}{list(x.shape)}", jax.eval_shape(self.init_state))
         described = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(shapes)}
         digest = hashlib.sha256(repr(sorted(described.items())).encode()).hexdigest()[:16]
-        return {**{f: self.config.get(f) for f in self.STATE_FIELDS}, "state_shapes": digest}
+        fields = {f: self.config[f.split(".")[0]].get(f.split(".")[1]) for f in self.STATE_FIELDS}
+        return {**fields, "state_shapes": digest}
 
     def abstract_batch(self) -> dict:
         """ShapeDtypeStructs of one global train batch, for jax.eval_shape / lowering."""
@@ -251,8 +190,9 @@ class Trainer:
 
     def train_batches(self, start_step: int):
         local = parallel.local_batch_size(self.config.global_batch_size)
-        it = data.train_iterator(self.config, local_batch_size=local, process_index=jax.process_index(),
-                                 process_count=jax.process_count(), start_step=start_step)
+        it = data.train_iterator(self.config.data, seed=self.config.seed, local_batch_size=local,
+                                 process_index=jax.process_index(), process_count=jax.process_count(),
+                                 start_step=start_step)
         previous = None
         for batch in it:
             if batch is not previous:  # synthetic data repeats one batch: keep it on the devices
@@ -299,14 +239,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     trainer = Trainer(config)
     is_main = jax.process_index() == 0
     results_path = os.path.join(workdir, workdirs.RESULTS)
-    ckpt = checkpoints.CheckpointManager(workdir, keep=config.keep_checkpoints, fingerprint=trainer.fingerprint())
+    ckpt = checkpoints.CheckpointManager(workdir, keep=config.loop.keep_checkpoints, fingerprint=trainer.fingerprint())
     try:
         state, progress = ckpt.restore_latest(trainer.sharded_init_state())
         start = int(jax.device_get(state.step))
         previous = workdirs.read_json(results_path)
         if start >= trainer.stop_step and previous and previous.get("final_step") == start:
             logging.info("%s already holds the results of step %d (the run's last); left as they are. "
-                         "To train further, raise config.num_epochs / total_steps / stop_after_steps.",
+                         "To train further, raise config.schedule.num_epochs / total_steps or config.loop.stop_after_steps.",
                          workdir, start)
             return previous
         if is_main:
@@ -331,12 +271,12 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     from lars_jax import loop
 
     config, spe, stop = trainer.config, trainer.steps_per_epoch, trainer.stop_step
-    eval_every, ckpt_every = config.eval_every or spe, config.checkpoint_every or spe
+    eval_every, ckpt_every = config.loop.eval_every or spe, config.loop.checkpoint_every or spe
     meter = loop.Meter(config.global_batch_size, progress)
     report = loop.Reporter(workdir, is_main=is_main, total_steps=trainer.total_steps, steps_per_epoch=spe,
-                           layer_stats_every=config.layer_stats_every)
+                           layer_stats_every=config.loop.layer_stats_every)
     if start == 0:
-        report.hparams(config.to_dict())
+        report.hparams(flatten(config.to_dict()))
     logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
                  "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
                  trainer.mesh.size, jax.process_count())
@@ -356,7 +296,7 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             stopped = preempted(step)
             last = step == stop
             evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
-            if not (stopped or evaluate_now or save_now or loop.due(step, config.log_every)):
+            if not (stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)):
                 continue
             fetched = _check_finite(jax.device_get(pending), ckpt)  # before any checkpoint of them
             pending.clear()
@@ -404,6 +344,17 @@ def _check_finite(fetched, ckpt):
                      if last is not None else "no checkpoint was written yet")
             what = f"loss is {loss}" if not math.isfinite(loss) else f"the parameters' norm is {norm}"
             raise NonFiniteLossError(
-                f"{what} at step {step}: training diverged; {where}. Lower config.base_learning_rate, "
-                f"lengthen config.warmup_epochs, or check the data.")
+                f"{what} at step {step}: training diverged; {where}. Lower config.schedule.base_learning_rate, "
+                f"lengthen config.schedule.warmup_epochs, or check the data.")
     return fetched
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"schedule.warmup_epochs": 5.0, ...} from a nested config dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

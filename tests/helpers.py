@@ -12,17 +12,24 @@ from lars_jax import configs, parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "fashion_mnist.py")
-SMALL = ("--config.global_batch_size=64", "--config.warmup_epochs=0", "--config.log_every=1",
-         "--config.augment=False", "--config.layer_stats_every=0")
+SMALL = ("--config.global_batch_size=64", "--config.schedule.warmup_epochs=0", "--config.loop.log_every=1",
+         "--config.data.augment=False", "--config.loop.layer_stats_every=0")
 
 
 def small_config(**overrides):
-    """Fashion-MNIST, small_cnn, LARS at batch 64 without warmup or augmentation."""
+    """Fashion-MNIST, small_cnn, LARS at batch 64 without warmup or augmentation; `overrides` name
+    a part's field with a double underscore (model__bn_group_size=8) or a top-level field."""
     c = configs.get_base_config()
-    c.update(dataset="fashion_mnist", model="small_cnn", global_batch_size=64, total_steps=10,
-             warmup_epochs=0.0, base_learning_rate=2.0, optimizer="lars", weight_decay=5e-4,
-             augment=False, log_every=1, layer_stats_every=0)
-    c.update(overrides)
+    configs.merge(c, dict(global_batch_size=64, data=dict(name="fashion_mnist", augment=False),
+                          model=dict(name="small_cnn"), optimizer=dict(name="lars", lars=dict(weight_decay=5e-4)),
+                          schedule=dict(total_steps=10, warmup_epochs=0.0, base_learning_rate=2.0),
+                          loop=dict(log_every=1, layer_stats_every=0)))
+    for key, value in overrides.items():
+        *parts, field = key.split("__")
+        node = c
+        for part in parts:
+            node = node[part]
+        node[field] = value
     return c
 
 

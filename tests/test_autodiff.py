@@ -3,7 +3,7 @@ linearisation studies use it: jvp and linearize of the train-mode loss against <
 Hessian-vector products forward-over-reverse and reverse-over-forward against reverse-over-reverse.
 
 The reference is float64 (models built with dtype=float64, params and tangents float64). The
-models still cast their logits to float32 and the loss is float32 (lars_jax.train.cross_entropy),
+models still cast their logits to float32 and the loss is float32 (lars_jax.steps.cross_entropy),
 so each side carries float32 rounding of the logits and their derivatives. Tolerances, with what
 that rounding gave (a few seeds; small_cnn, mlp, resnet20): <grad, v> cancels (|<g, v>| is
 ~1% of sum |g_i v_i|), so the jvp is compared to 1e-6 of sum |g_i v_i| (seen: <= 1.2e-9); HVP
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from lars_jax.models import MODELS, create_model
-from lars_jax.train import cross_entropy
+from lars_jax.steps import cross_entropy
 
 CLASSES = 10
 slow = pytest.mark.slow

@@ -22,10 +22,14 @@ needs_idx = pytest.mark.skipif(not os.path.exists(os.path.join(IDX_DIR, "t10k-la
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # published in the fashion_mnist module doc
 
 
+SEED = 20261201  # of the train order and augmentation, where a test needs no fresh one
+
+
 def _config(**overrides):
-    c = configs.get_base_config()
+    """The base config's data part (config.data) with `overrides`; `dataset` sets its name."""
+    c = configs.get_base_config().data
     for k, v in overrides.items():
-        c[k] = v
+        c["name" if k == "dataset" else k] = v
     return c
 
 
@@ -52,7 +56,7 @@ def _multiset(images, labels):
 @pytest.fixture(scope="session")
 def fashion():
     """Prepares Fashion-MNIST once into the default tfds data_dir (~16 s the first time ever)."""
-    config = _config(dataset="fashion_mnist", augment=False, seed=20261201)
+    config = _config(dataset="fashion_mnist", augment=False)
     assert data.get_info(config) == data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
     return config
 
@@ -78,7 +82,7 @@ def _take(iterator, n):
 @needs_idx
 def test_fashion_train_epoch_is_the_idx_train_set(fashion, rng):
     images, labels = _read_idx("train-images-idx3-ubyte.gz"), _read_idx("train-labels-idx1-ubyte.gz")
-    batches = _take(data.train_iterator(fashion, local_batch_size=6000), 10)  # one whole epoch
+    batches = _take(data.train_iterator(fashion, seed=SEED, local_batch_size=6000), 10)  # one whole epoch
     for b in batches[:2]:
         assert b["image"].shape == (6000, 28, 28, 1) and b["image"].dtype == np.float32
         assert b["label"].shape == (6000,) and b["label"].dtype == np.int32
@@ -106,8 +110,9 @@ def test_fashion_shards_are_a_split_of_the_global_batch(fashion, process_count):
     config = _config(**{**fashion.to_dict(), "augment": True})
     global_batch = 1200  # 50 steps per epoch
     for start in (0, 49):  # the first steps; an epoch boundary
-        single = _take(data.train_iterator(config, local_batch_size=global_batch, start_step=start), 3)
-        parts = [_take(data.train_iterator(config, local_batch_size=global_batch // process_count,
+        single = _take(data.train_iterator(config, seed=SEED, local_batch_size=global_batch,
+                                           start_step=start), 3)
+        parts = [_take(data.train_iterator(config, seed=SEED, local_batch_size=global_batch // process_count,
                                            process_index=p, process_count=process_count,
                                            start_step=start), 3) for p in range(process_count)]
         for step in range(3):
@@ -160,8 +165,8 @@ def test_resume_equals_uninterrupted_across_epochs(rng, seed):
 @needs_idx
 def test_fashion_resume_through_the_registry(fashion):
     config = _config(**{**fashion.to_dict(), "augment": True})
-    full = _take(data.train_iterator(config, local_batch_size=12000), 7)  # 5 steps per epoch
-    resumed = _take(data.train_iterator(config, local_batch_size=12000, start_step=4), 3)
+    full = _take(data.train_iterator(config, seed=SEED, local_batch_size=12000), 7)  # 5 steps per epoch
+    resumed = _take(data.train_iterator(config, seed=SEED, local_batch_size=12000, start_step=4), 3)
     for a, b in zip(full[4:], resumed):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["label"], b["label"])
@@ -231,24 +236,23 @@ def test_imagenet_pipeline_on_mock_data(tmp_path, monkeypatch, seed):
     import tensorflow_datasets as tfds
     monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     _write_metadata("imagenet2012", str(tmp_path), {"train": 12, "validation": 12})
-    config = _config(dataset="imagenet2012", data_dir=str(tmp_path), image_size=64,
-                     seed=seed)
+    config = _config(dataset="imagenet2012", data_dir=str(tmp_path), image_size=64)
     assert data.get_info(config) == data.DatasetInfo("imagenet2012", 1281167, 50000, (64, 64, 3), 1000)
     lo, hi = -0.485 / 0.229, (1 - 0.406) / 0.225  # normalised range of 0..255 pixels
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
-        full = _take(data.train_iterator(config, local_batch_size=4), 6)  # 3 steps per epoch
+        full = _take(data.train_iterator(config, seed=seed, local_batch_size=4), 6)  # 3 steps per epoch
         for b in full:
             assert b["image"].shape == (4, 64, 64, 3) and b["image"].dtype == np.float32
             assert b["label"].shape == (4,) and b["label"].dtype == np.int32
             assert np.isfinite(b["image"]).all() and lo - 1e-4 <= b["image"].min()
             assert b["image"].max() <= hi + 1e-4 and b["image"].std() > 0.1
             assert 0 <= b["label"].min() and b["label"].max() < 1000
-        resumed = _take(data.train_iterator(config, local_batch_size=4, start_step=2), 4)
+        resumed = _take(data.train_iterator(config, seed=seed, local_batch_size=4, start_step=2), 4)
         for a, b in zip(full[2:], resumed):  # exact resume, across the epoch boundary
             np.testing.assert_array_equal(a["image"], b["image"])
             np.testing.assert_array_equal(a["label"], b["label"])
         assert not np.array_equal(full[0]["image"], full[3]["image"])  # epochs reshuffled
-        plain = next(data.train_iterator(_config(**{**config.to_dict(), "augment": False}),
+        plain = next(data.train_iterator(_config(**{**config.to_dict(), "augment": False}), seed=seed,
                                          local_batch_size=4))
         assert plain["image"].shape == (4, 64, 64, 3)
         for count in (1, 2):
@@ -269,7 +273,7 @@ def test_cifar10_on_mock_data(tmp_path, monkeypatch):
     config = _config(dataset="cifar10", data_dir=str(tmp_path))
     with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path)):
         assert data.get_info(config) == data.DatasetInfo("cifar10", 50000, 10000, (32, 32, 3), 10)
-        b = next(data.train_iterator(config, local_batch_size=8, process_index=1, process_count=2))
+        b = next(data.train_iterator(config, seed=SEED, local_batch_size=8, process_index=1, process_count=2))
         assert b["image"].shape == (8, 32, 32, 3) and b["image"].dtype == np.float32
         assert b["label"].dtype == np.int32 and 0 <= b["label"].min() and b["label"].max() <= 9
         assert -2.1 < b["image"].min() and b["image"].max() < 2.2
@@ -283,7 +287,7 @@ def test_fashion_missing_offline(tmp_path, monkeypatch):
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
     config = _config(dataset="fashion_mnist", data_dir=str(tmp_path / "tfds"))
     for call in (lambda: data.get_info(config),
-                 lambda: data.train_iterator(config, local_batch_size=8)):
+                 lambda: data.train_iterator(config, seed=SEED, local_batch_size=8)):
         with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
             call()
 
@@ -345,13 +349,13 @@ def test_a_damaged_idx_file_is_named(tmp_path, monkeypatch, damage):
     monkeypatch.setenv(fashion_mnist.DIR_ENV, str(idx))
     config = _config(dataset="fashion_mnist", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(data.DataNotFoundError, match=re.escape(str(bad))):
-        data.train_iterator(config, local_batch_size=8)
+        data.train_iterator(config, seed=SEED, local_batch_size=8)
 
 
 def test_imagenet_missing(tmp_path):
     config = _config(dataset="imagenet2012", data_dir=str(tmp_path))
     for call in (lambda: data.get_info(config),
-                 lambda: data.train_iterator(config, local_batch_size=8)):
+                 lambda: data.train_iterator(config, seed=SEED, local_batch_size=8)):
         with pytest.raises(data.DataNotFoundError) as e:
             call()
         message = str(e.value)
@@ -362,9 +366,9 @@ def test_imagenet_missing(tmp_path):
 
 def test_synthetic_without_tensorflow():
     code = ("import sys; from lars_jax import configs, data\n"
-            "c = configs.get_base_config(); c.dataset = 'synthetic'; c.image_size = 16\n"
+            "c = configs.get_base_config().data; c.name = 'synthetic'; c.image_size = 16\n"
             "c.synthetic_num_classes = 7\n"
-            "i = data.get_info(c); b = next(data.train_iterator(c, local_batch_size=3))\n"
+            "i = data.get_info(c); b = next(data.train_iterator(c, seed=0, local_batch_size=3))\n"
             "e = [list(data.eval_iterator(c, local_batch_size=100, process_index=p, process_count=3))"
             " for p in range(3)]\n"
             "assert i == data.DatasetInfo('synthetic', 1281167, 1024, (16, 16, 3), 7), i\n"

@@ -23,8 +23,9 @@ FMNIST = data.DatasetInfo("fashion_mnist", 60000, 10000, (28, 28, 1), 10)
 def test_microbatches_4_equal_1_with_same_bn_groups(unroll):
     # 8 devices x 8 examples; with k = 4 each piece holds 2 examples per device. BN groups of 2
     # make the normalisation identical, so only float32 summation order differs.
-    one, m1 = run_steps(small_config(bn_group_size=2, microbatches=1), 2)
-    four, m4 = run_steps(small_config(bn_group_size=2, microbatches=4, microbatch_unroll=unroll), 2)
+    one, m1 = run_steps(small_config(model__bn_group_size=2, mesh__microbatches=1), 2)
+    four, m4 = run_steps(small_config(model__bn_group_size=2, mesh__microbatches=4, mesh__microbatch_unroll=unroll),
+                         2)
     diff = max_rel_diff(one.params, four.params)
     print(f"microbatches 4 vs 1 (unroll={unroll}): max relative param difference {diff:.2e}")
     assert diff < 1e-4
@@ -36,7 +37,7 @@ def test_microbatch_memory_scales_with_the_piece_not_the_batch():
     # Rolled loop (the GPU/TPU default): temp memory of k=8 pieces of 16 ~ one batch of 16.
     sizes = {}
     for k in (1, 8):
-        c = small_config(global_batch_size=16 * 8 * k, microbatches=k, microbatch_unroll=False)
+        c = small_config(global_batch_size=16 * 8 * k, mesh__microbatches=k, mesh__microbatch_unroll=False)
         trainer = train.Trainer(c, info=FMNIST)
         compiled = trainer.train_step.lower(jax.eval_shape(trainer.init_state), trainer.abstract_batch()).compile()
         sizes[k] = compiled.memory_analysis().temp_size_in_bytes
@@ -46,7 +47,7 @@ def test_microbatch_memory_scales_with_the_piece_not_the_batch():
 
 @pytest.mark.parametrize("k", [1, 4])
 def test_one_gradient_all_reduce_per_step(k):
-    c = small_config(global_batch_size=256, microbatches=k)
+    c = small_config(global_batch_size=256, mesh__microbatches=k)
     trainer = train.Trainer(c, info=FMNIST)
     report = collectives.all_reduce_report(trainer)
     print(report)
@@ -56,8 +57,8 @@ def test_one_gradient_all_reduce_per_step(k):
 
 
 def test_bfloat16_trains_and_keeps_float32_params():
-    trainer = train.Trainer(small_config(dtype="bfloat16", base_learning_rate=1.0, total_steps=12,
-                                         global_batch_size=128))
+    trainer = train.Trainer(small_config(model__dtype="bfloat16", schedule__base_learning_rate=1.0,
+                                         schedule__total_steps=12, global_batch_size=128))
     state = trainer.sharded_init_state()
     batches = trainer.train_batches(0)
     losses = []
@@ -73,8 +74,8 @@ def test_bfloat16_trains_and_keeps_float32_params():
 def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path):
     # warmup starts at LR 0, so step 1 leaves the params as they were and is checkpointed; step 2's
     # LR of 5e29 breaks them.
-    proc = helpers.run(tmp_path, "--config.total_steps=12", "--config.checkpoint_every=1",
-                          "--config.base_learning_rate=1e30", "--config.warmup_epochs=0.0022", devices=2,
+    proc = helpers.run(tmp_path, "--config.schedule.total_steps=12", "--config.loop.checkpoint_every=1",
+                          "--config.schedule.base_learning_rate=1e30", "--config.schedule.warmup_epochs=0.0022", devices=2,
                           timeout=240)
     assert proc.returncode != 0
     msg = proc.stderr
@@ -89,8 +90,8 @@ def test_two_processes_equal_one_process_four_devices(tmp_path):
     # LR 0.5, not the config's 8: without warmup, LR 8 grows the all-reduce's rounding (1e-7 after
     # step 1) to ~1e-4 by step 3 through the BatchNorm parameters' plain-SGD steps; at 0.5 it stays
     # ~1.5e-7, so the bound below tests the data sharding and the gradient, not the dynamics' chaos.
-    overrides = ("--config.total_steps=3", "--config.bn_group_size=8", "--config.eval_every=3",
-                 "--config.base_learning_rate=0.5")
+    overrides = ("--config.schedule.total_steps=3", "--config.model.bn_group_size=8", "--config.loop.eval_every=3",
+                 "--config.schedule.base_learning_rate=0.5")
     ref = helpers.run(tmp_path / "one", *overrides, devices=4)
     assert ref.returncode == 0, ref.stderr[-2000:]
     port = helpers.free_port()
@@ -113,8 +114,8 @@ def test_two_processes_equal_one_process_four_devices(tmp_path):
 
 @pytest.mark.slow  # subprocesses
 def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    overrides = ("--config.total_steps=14", "--config.checkpoint_every=2", "--config.eval_every=14",
-                 "--config.augment=True")
+    overrides = ("--config.schedule.total_steps=14", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=14",
+                 "--config.data.augment=True")
     ref = helpers.run(tmp_path / "ref", *overrides, devices=2)
     assert ref.returncode == 0, ref.stderr[-2000:]
     proc = helpers.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
@@ -138,7 +139,7 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow  # subprocesses
 def test_sigterm_writes_a_checkpoint_and_exits_75(tmp_path):
-    overrides = ("--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000")
+    overrides = ("--config.schedule.total_steps=100000", "--config.loop.checkpoint_every=100000", "--config.loop.eval_every=100000")
     proc = helpers.start(tmp_path / "run", *overrides, devices=2, log_path=tmp_path / "log")
     try:
         deadline = time.time() + 240
@@ -172,7 +173,7 @@ def test_all_reduce_parser_finds_collectives_inside_loops():
 
 
 def test_model_axis_splits_dense_kernels_and_matches_one_device():
-    config = small_config(bn_group_size=8)
+    config = small_config(model__bn_group_size=8)
     one, _ = run_steps(config, 3, jax.devices()[:1])
     config.mesh.model = 2  # 4 data-parallel workers x 2-way split of fc1's kernel
     trainer = train.Trainer(config)

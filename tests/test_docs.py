@@ -21,8 +21,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 # A training command's smallest budget: 2 steps of the real schedule at batch 64, little output.
-TINY = ("--config.stop_after_steps=2", "--config.global_batch_size=64", "--config.log_every=1",
-        "--config.eval_batch_size=2000")
+TINY = ("--config.loop.stop_after_steps=2", "--config.global_batch_size=64", "--config.loop.log_every=1",
+        "--config.loop.eval_batch_size=2000")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,8 @@ COMMANDS = {
     f"./setup.sh && .venv/bin/python -m lars_jax.main {FM} --workdir runs/fashion_mnist": Run(TINY, "results in"),
     "./setup.sh && .venv/bin/python -m pytest -q": Skip("the test suite itself (CI runs exactly this)"),
     f".venv/bin/python -m lars_jax.main {FM} --workdir runs/fm_4k --config.global_batch_size=4096 "
-    "--config.base_learning_rate=10 --config.num_epochs=10":
-        Run(("--config.stop_after_steps=1", "--config.eval_batch_size=2000"), "results in"),
+    "--config.schedule.base_learning_rate=10 --config.schedule.num_epochs=10":
+        Run(("--config.loop.stop_after_steps=1", "--config.loop.eval_batch_size=2000"), "results in"),
     SWEEP: Run(("--quick",), "wrote"),  # README.md and docs/results.md
     ".venv/bin/jupyter lab notebooks/": Run(instead=".venv/bin/jupyter lab --version", expect="4.",
                                             reason="an interactive server: check that JupyterLab is installed"),
@@ -66,8 +66,8 @@ COMMANDS = {
     # docs/experiments.md
     f".venv/bin/python -m lars_jax.main {R50} --workdir runs/resnet50_32k":
         Fails(("ILSVRC2012_img_train.tar", "tfds build imagenet2012")),
-    f".venv/bin/python -m lars_jax.main {R50} --workdir runs/smoke --config.dataset=synthetic --config.image_size=64 "
-    "--config.global_batch_size=64 --config.microbatches=1 --config.stop_after_steps=2": Run(expect="results in"),
+    f".venv/bin/python -m lars_jax.main {R50} --workdir runs/smoke --config.data.name=synthetic --config.data.image_size=64 "
+    "--config.global_batch_size=64 --config.mesh.microbatches=1 --config.loop.stop_after_steps=2": Run(expect="results in"),
     # docs/failures.md
     RETRY_LOOP: Run(TINY, "results in"),
     # docs/scaling.md

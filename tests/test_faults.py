@@ -60,11 +60,16 @@ BAD_INPUTS = {  # name -> (argv builder(tmp_path) -> (argv, env), what the line 
     "syntax_error": (lambda t: (["--config", _config_file(t, "def get_config(:\n")], {}), ["syntax error", "line 1"]),
     "no_get_config": (lambda t: (["--config", _config_file(t, "x = 1\n")], {}), ["get_config"]),
     "workdir_is_a_file": (lambda t: ([], {"workdir": "file"}), ["not a directory"]),
-    "eval_batch_not_dividing": (lambda t: (["--config.eval_batch_size=100"], {}), ["config.eval_batch_size", "multiple of 8"]),
-    "image_size_fixed_dataset": (lambda t: (["--config.image_size=32"], {}), ["config.image_size", "native 28x28"]),
+    "eval_batch_not_dividing": (lambda t: (["--config.loop.eval_batch_size=100"], {}),
+                                ["config.loop.eval_batch_size", "multiple of 8"]),
+    "image_size_fixed_dataset": (lambda t: (["--config.data.image_size=32"], {}),
+                                 ["config.data.image_size", "native 28x28"]),
     "mesh_model_not_dividing": (lambda t: (["--config.mesh.model=3"], {}), ["config.mesh.model", "does not divide"]),
-    "num_epochs_inf": (lambda t: (["--config.num_epochs=inf"], {}), ["config.num_epochs", "finite"]),
-    "keep_checkpoints_negative": (lambda t: (["--config.keep_checkpoints=-1"], {}), ["config.keep_checkpoints", ">= 1"]),
+    "num_epochs_inf": (lambda t: (["--config.schedule.num_epochs=inf"], {}), ["config.schedule.num_epochs", "finite"]),
+    "unknown_model_option": (lambda t: (["--config.model.bn_momentum=0.5"], {}),
+                             ["--config.model.bn_momentum", "no field"]),
+    "keep_checkpoints_negative": (lambda t: (["--config.loop.keep_checkpoints=-1"], {}),
+                                  ["config.loop.keep_checkpoints", ">= 1"]),
     "bad_value_type": (lambda t: (["--config.global_batch_size=abc"], {}), ["global_batch_size"]),
 }
 
@@ -80,7 +85,7 @@ def test_every_mistake_is_one_line_before_anything_compiles(tmp_path, case):
     if "--config" in argv:  # another config file instead of the default
         config, argv = argv[1], argv[2:]
     cmd = [sys.executable, "-m", "lars_jax.main", "--config", config, "--workdir", str(workdir), *helpers.SMALL,
-           "--config.total_steps=4", *argv]
+           "--config.schedule.total_steps=4", *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=helpers.ROOT,
                           env=helpers.environment(8))
     line = assert_one_line_error(proc, *needles)
@@ -110,46 +115,46 @@ def test_a_read_only_workdir_is_one_line(tmp_path):
         os.chmod(tmp_path / "ro", 0o555)
         context = contextlib.nullcontext(tmp_path / "ro")
     with context as ro:
-        proc = run(ro / "run", "--config.total_steps=2")
+        proc = run(ro / "run", "--config.schedule.total_steps=2")
     assert_one_line_error(proc, "--workdir", "cannot write")
 
 
-@pytest.mark.parametrize("field,value,named", [("model", "mlp", "model: 'small_cnn' there, 'mlp' now"),
-                                               ("optimizer", "sgd", "optimizer: 'lars' there, 'sgd' now")])
+@pytest.mark.parametrize("field,value,named", [("model.name", "mlp", "model.name: 'small_cnn' there, 'mlp' now"),
+                                               ("optimizer.name", "sgd", "optimizer.name: 'lars' there, 'sgd' now")])
 def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path, field, value, named):
-    first = run(tmp_path, "--config.total_steps=2")
+    first = run(tmp_path, "--config.schedule.total_steps=2")
     assert first.returncode == 0, first.stderr[-2000:]
     before = sorted(os.listdir(tmp_path / "checkpoints"))
-    proc = run(tmp_path, "--config.total_steps=4", f"--config.{field}={value}")
+    proc = run(tmp_path, "--config.schedule.total_steps=4", f"--config.{field}={value}")
     assert_one_line_error(proc, named, "new --workdir", code=EXIT_USAGE)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
 # --------------------------------------------------------------------- nothing lost, nothing wrong
 def test_keep_checkpoints_zero_is_refused_and_deletes_nothing(tmp_path):
-    first = run(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2")
+    first = run(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2")
     assert first.returncode == 0, first.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
-    proc = run(tmp_path, "--config.total_steps=6", "--config.checkpoint_every=2", "--config.keep_checkpoints=0")
-    assert_one_line_error(proc, "config.keep_checkpoints", code=EXIT_USAGE)
+    proc = run(tmp_path, "--config.schedule.total_steps=6", "--config.loop.checkpoint_every=2", "--config.loop.keep_checkpoints=0")
+    assert_one_line_error(proc, "config.loop.keep_checkpoints", code=EXIT_USAGE)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
 
 
 def test_a_rerun_of_a_finished_run_leaves_its_results_and_a_resume_at_the_end_reproduces_them(tmp_path):
-    first = run(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2")
+    first = run(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2")
     assert first.returncode == 0, first.stderr[-2000:]
     text = (tmp_path / "results.json").read_text()
     results = strict_json(tmp_path / "results.json")
     assert results["finished"] and results["final_step"] == 4 and results["images_per_second"] > 0
 
-    again = run(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2")
+    again = run(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "results.json").read_text() == text  # byte for byte
 
     # Killed after the last checkpoint, before results.json: the rerun evaluates the restored
     # state and reports the train figures saved with the checkpoint.
     os.unlink(tmp_path / "results.json")
-    resumed = run(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2")
+    resumed = run(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     redone = strict_json(tmp_path / "results.json")
     for key in ("final_step", "test_accuracy", "test_loss", "test_examples", "train_loss", "train_seconds",
@@ -159,13 +164,13 @@ def test_a_rerun_of_a_finished_run_leaves_its_results_and_a_resume_at_the_end_re
 
 
 def test_a_corrupt_newest_checkpoint_resumes_from_the_previous_one_bit_identically(tmp_path):
-    steps = ("--config.checkpoint_every=2", "--config.eval_every=6")
-    ref = run(tmp_path / "ref", "--config.total_steps=6", *steps)
+    steps = ("--config.loop.checkpoint_every=2", "--config.loop.eval_every=6")
+    ref = run(tmp_path / "ref", "--config.schedule.total_steps=6", *steps)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    first = run(tmp_path / "run", "--config.total_steps=6", "--config.stop_after_steps=4", *steps)
+    first = run(tmp_path / "run", "--config.schedule.total_steps=6", "--config.loop.stop_after_steps=4", *steps)
     assert first.returncode == 0, first.stderr[-2000:]
     test_checkpoints.flip_4k(test_checkpoints.data_files(str(tmp_path / "run"), 4)[-1])  # the fault
-    proc = run(tmp_path / "run", "--config.total_steps=6", *steps)
+    proc = run(tmp_path / "run", "--config.schedule.total_steps=6", *steps)
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line for line in proc.stderr.splitlines() if "not intact" in line]
     assert len(warned) == 1 and "step 4" in warned[0] and "digest" in warned[0], proc.stderr[-2000:]
@@ -179,7 +184,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_previous_one_bit_identical
 
 @pytest.mark.parametrize("fault", ["tmpfs_full", "file_size_limit"])
 def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp_path, fault):
-    overrides = ("--config.checkpoint_every=2", "--config.eval_every=100")
+    overrides = ("--config.loop.checkpoint_every=2", "--config.loop.eval_every=100")
     if fault == "tmpfs_full":
         # one checkpoint of the small CNN is ~3.2 MB: the first fits in 5 MB, the second does not
         context = mounted_tmpfs(tmp_path / "disk", "5m")
@@ -188,13 +193,13 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp
     with context as disk:
         workdir = disk / "run"
         if fault == "tmpfs_full":
-            proc = run(workdir, "--config.total_steps=6", *overrides)
+            proc = run(workdir, "--config.schedule.total_steps=6", *overrides)
         else:  # the first run writes step 2; its rerun may not write files over 1 MB
-            first = run(workdir, "--config.total_steps=2", *overrides)
+            first = run(workdir, "--config.schedule.total_steps=2", *overrides)
             assert first.returncode == 0, first.stderr[-2000:]
             # SIGXFSZ ignored: write() then fails with EFBIG, as it fails with ENOSPC on a full disk
             limited = "ulimit -f 1024; trap '' XFSZ; exec " + " ".join(f"'{c}'" for c in helpers.command(
-                workdir, "--config.total_steps=6", *overrides))
+                workdir, "--config.schedule.total_steps=6", *overrides))
             proc = subprocess.run(["bash", "-c", limited], capture_output=True, text=True, timeout=240,
                                   cwd=helpers.ROOT, env=helpers.environment(8))
         line = assert_one_line_error(proc, "writing the checkpoint of step 4", str(workdir / "checkpoints"),
@@ -210,8 +215,8 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp
 # ---------------------------------------------------------------------------------- preemption
 def test_preemption_exits_75_and_a_shell_retry_loop_finishes_the_run(tmp_path):
     # The loop docs/failures.md gives, with the child's pid kept so the test can send SIGTERM.
-    command = " ".join(f"'{c}'" for c in helpers.command(tmp_path / "run", "--config.total_steps=40",
-                                                            "--config.checkpoint_every=100"))
+    command = " ".join(f"'{c}'" for c in helpers.command(tmp_path / "run", "--config.schedule.total_steps=40",
+                                                            "--config.loop.checkpoint_every=100"))
     loop = (f"while true; do {command} & echo $! > {tmp_path}/pid; wait $!; rc=$?; echo $rc >> {tmp_path}/codes; "
             f"[ $rc -eq {EXIT_PREEMPTED} ] || break; done; exit $rc")
     log = open(tmp_path / "log", "w")
@@ -235,7 +240,7 @@ def test_preemption_exits_75_and_a_shell_retry_loop_finishes_the_run(tmp_path):
 
 def test_a_dead_peer_ends_with_one_line_naming_the_process_and_the_checkpoint(tmp_path):
     port = helpers.free_port()
-    overrides = ("--config.total_steps=100000", "--config.checkpoint_every=2", "--config.eval_every=100000")
+    overrides = ("--config.schedule.total_steps=100000", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=100000")
     procs = [helpers.start(tmp_path / "run", *overrides, *helpers.multiprocess_flags(port, 2, i, heartbeat=5),
                            devices=2, log_path=tmp_path / f"log{i}") for i in range(2)]
     try:

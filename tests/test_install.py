@@ -85,3 +85,54 @@ def test_installed_scaling_cli_reports_the_measured_h100_and_writes_only_under_o
     assert sorted(_files(elsewhere)) == sorted(["recorded_here/scaling.json", "recorded_here/scaling.png",
                                                 "runs/scaling/scaling.json"])
     assert _files(site) == installed  # nothing written into the installed package (or beside it)
+
+
+CORE_STEP = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from lars_jax import models, optim, parallel, schedules, steps
+
+schedule = schedules.warmup_poly(1.0, 2, 10)
+tx = optim.lars(schedule, momentum=0.9, weight_decay=5e-4)
+model = models.create_model("small_cnn", num_classes=10)
+state = steps.init_state(model, tx, (28, 28, 1), seed=0)
+step = jax.jit(steps.make_train_step(model, tx, num_classes=10, mesh=parallel.make_mesh(jax.devices()[:1])))
+rng = np.random.default_rng(0)
+batch = {"image": jnp.asarray(rng.standard_normal((8, 28, 28, 1)), jnp.float32),
+         "label": jnp.asarray(rng.integers(0, 10, 8), jnp.int32)}
+losses = []
+for _ in range(3):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+assert int(state.step) == 3 and np.isfinite(losses).all() and losses[-1] < losses[0], losses
+heavy = sorted(m for m in ("tensorflow", "tensorflow_datasets", "ml_collections", "clu", "orbax.checkpoint.checkpoint_manager")
+               if m in sys.modules)
+assert not heavy, heavy
+print("core step ok", losses)
+"""
+
+
+@pytest.mark.slow
+def test_the_core_install_trains_a_step_without_tensorflow_or_the_trainer(tmp_path):
+    # A fresh venv with the package's core dependencies only (pip's cache serves the wheels).
+    venv = tmp_path / "core"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    shutil.copytree(os.path.join(ROOT, "lars_jax"), src / "lars_jax",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proc = subprocess.run([python, "-m", "pip", "install", "--quiet", str(src)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                            check=True).stdout.lower()
+    for absent in ("tensorflow", "ml-collections", "ml_collections", "clu==", "tensorboard"):
+        assert absent not in listed, f"{absent} installed with the core:\n{listed}"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+    run = subprocess.run([python, "-c", CORE_STEP], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "core step ok" in run.stdout

@@ -44,7 +44,7 @@ def test_registry_covers_all_models():
 
 
 def test_unknown_model_names_field_and_known_models():
-    with pytest.raises(ValueError, match=r"config\.model.*resnet50"):
+    with pytest.raises(ValueError, match=r"^name: unknown model 'resnet51'; known: .*resnet50"):
         create_model("resnet51", num_classes=10)
 
 

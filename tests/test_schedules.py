@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lars_jax import configs, schedules
+from lars_jax import schedules
 
 
 def test_warmup_poly_exact_values():
@@ -42,21 +42,12 @@ def test_scaling_rules(rule, expected):
     assert schedules.scaled_learning_rate(0.1, 8192, base_batch_size=256, rule=rule) == pytest.approx(expected)
 
 
-def test_make_schedule_from_config_and_total_steps_override():
-    c = configs.get_base_config()
-    c.update(base_learning_rate=2.0, lr_scaling="none", warmup_epochs=2, num_epochs=10, decay="poly",
-             poly_power=2.0, end_learning_rate=0.0)
-    s, total = schedules.make_schedule(c, steps_per_epoch=50)
-    assert total == 500
-    assert float(s(100)) == pytest.approx(2.0)
-    assert float(s(300)) == pytest.approx(2.0 * 0.25, rel=1e-6)
-    c.total_steps = 120
-    s, total = schedules.make_schedule(c, steps_per_epoch=50)
-    assert total == 120 and float(s(110)) == pytest.approx(2.0 * (1 - 10 / 20) ** 2, rel=1e-6)
-
-
-def test_warmup_longer_than_training_names_the_field():
-    c = configs.get_base_config()
-    c.update(warmup_epochs=5, num_epochs=3)
-    with pytest.raises(ValueError, match="config.warmup_epochs"):
-        schedules.make_schedule(c, steps_per_epoch=10)
+@pytest.mark.parametrize("build,field", [
+    (lambda: schedules.warmup_poly(1.0, 10, 100, power=0.0), "power"),
+    (lambda: schedules.warmup_poly(-1.0, 10, 100), "peak"),
+    (lambda: schedules.warmup_step(1.0, 0, (50,), factor=1.5), "factor"),
+    (lambda: schedules.scaled_learning_rate(0.1, 512, rule="cube"), "rule"),
+])
+def test_schedules_reject_bad_arguments_naming_them(build, field):
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        build()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lars_jax import sweep
+from lars_jax import configs, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_CONFIG = os.path.join(ROOT, "experiments", "sweeps", "fashion_mnist_batch.py")
@@ -14,11 +14,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def load_sweep():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("fashion_mnist_batch", SWEEP_CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return configs.load_config(SWEEP_CONFIG)
 
 
 def test_default_grid_is_the_one_the_issue_asks_for():
@@ -26,17 +22,19 @@ def test_default_grid_is_the_one_the_issue_asks_for():
     assert min(s.batch_sizes) <= 256 and max(s.batch_sizes) >= 16384
     assert set(s.optimizer_order) == {"sgd_goyal", "lars", "nesterov"}
     goyal = s.optimizers.sgd_goyal
-    assert goyal.overrides.optimizer == "sgd" and goyal.overrides.lr_scaling == "linear"
+    assert goyal.overrides.optimizer.name == "sgd" and goyal.overrides.schedule.lr_scaling == "linear"
     assert list(goyal.lr_multipliers) == [1.0]  # the rule alone, untuned
-    assert len(s.optimizers.nesterov.lr_multipliers) >= 3 and s.optimizers.nesterov.overrides.optimizer == "nesterov"
-    assert s.optimizers.lars.overrides.optimizer == "lars"
+    nesterov = sweep.optimizer_config(s, "nesterov").optimizer
+    assert len(s.optimizers.nesterov.lr_multipliers) >= 3 and nesterov.name == "sgd" and nesterov.sgd.nesterov
+    assert not sweep.optimizer_config(s, "sgd_goyal").optimizer.sgd.nesterov
+    assert s.optimizers.lars.overrides.optimizer.name == "lars"
     assert len(s.seeds) + len(s.extra_seeds) >= 2  # >= 2 seeds at the smallest and largest batch
-    assert s.base.warmup_epochs > 0
+    assert s.base.schedule.warmup_epochs > 0
     # Every cell trains the same model for the same number of epochs.
-    configs = [sweep.cell_config(s, o, b, m, 0, 60000) for o, b in sweep.plan(s)
-               for m in s.optimizers[o].lr_multipliers]
-    assert len({(c.model, c.num_epochs, c.total_steps, c.dataset) for c in configs}) == 1
-    assert all(c.global_batch_size % c.bn_group_size == 0 for c in configs)
+    cells = [sweep.cell_config(s, o, b, m, 0, 60000) for o, b in sweep.plan(s)
+             for m in s.optimizers[o].lr_multipliers]
+    assert len({(c.model.name, c.schedule.num_epochs, c.schedule.total_steps, c.data.name) for c in cells}) == 1
+    assert all(c.global_batch_size % c.model.bn_group_size == 0 for c in cells)
 
 
 def test_cell_config_scales_the_learning_rate_by_the_stated_rule():
@@ -52,16 +50,18 @@ def test_cell_config_scales_the_learning_rate_by_the_stated_rule():
     assert a.name != b.name and a.name.startswith("sgd_goyal_b16384_lrx1_s0_")
     # Eval/checkpoint cadence: checkpoints only at the end; ~log_points logged points.
     spe = 60000 // 16384
-    total = round(big.num_epochs * spe)
-    assert big.log_every == max(1, total // s.log_points) and big.checkpoint_every > total
+    total = round(big.schedule.num_epochs * spe)
+    assert big.loop.log_every == max(1, total // s.log_points) and big.loop.checkpoint_every > total
 
 
 def test_apply_quick_merges_nested_overrides_without_touching_the_original():
     s = load_sweep()
     q = sweep.apply_quick(s)
-    assert q.base.total_steps == s.quick["base"]["total_steps"] and s.base.total_steps is None
+    assert q.base.schedule.total_steps == s.quick["base"]["schedule"]["total_steps"]
+    assert s.base.schedule.total_steps is None
     assert list(q.batch_sizes) == list(s.quick["batch_sizes"])
-    assert q.name.endswith("_quick") and q.base.model == s.base.model
+    assert q.name.endswith("_quick") and q.base.model.name == s.base.model.name
+    assert q.base.schedule.num_epochs == s.base.schedule.num_epochs  # a merge, not a replacement
 
 
 def test_a_diverged_cell_is_recorded_and_skipped_on_rerun(tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def test_bad_command_line_is_one_line_naming_the_flag(argv, flag, sweep_calls):
 def test_trust_ratio_plot_labels_the_configs_denominator(tmp_path, monkeypatch, denominator, formula):
     import matplotlib.axes
     s = load_sweep()
-    s.optimizers.lars.overrides.denominator = denominator
+    s.optimizers.lars.overrides.optimizer.lars = dict(denominator=denominator)
     labels = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, **kw: labels.append(text))
     monkeypatch.setattr("lars_jax.sweep.plots.read_scalars",
@@ -180,7 +180,7 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
     assert len(doc["cells"]) == n_cells
     for c in doc["cells"]:
         assert c["status"] == "ok" and 0.1 < c["test_accuracy"] <= 1.0, c  # better than chance after a few steps
-        assert c["final_step"] == s.base.total_steps
+        assert c["final_step"] == s.base.schedule.total_steps
         assert os.path.exists(os.path.join(c["workdir"], "results.json"))
         assert any(f.startswith("events.out.tfevents") for f in os.listdir(c["workdir"]))
     assert len(doc["summary"]) == len(s.batch_sizes) * len(s.optimizer_order)

@@ -18,7 +18,7 @@ def test_8_devices_equal_1_device():
     # that rounding to grow through BatchNorm's normalisation, and is far below any real bug
     # (a wrong all-reduce scale changes params by O(1) relative).
     assert jax.device_count() == 8
-    config = small_config(bn_group_size=8)
+    config = small_config(model__bn_group_size=8)
     one, m1 = run_steps(config, 3, jax.devices()[:1])
     eight, m8 = run_steps(config, 3)
     assert int(one.step) == int(eight.step) == 3
@@ -31,7 +31,8 @@ def test_8_devices_equal_1_device():
 
 
 def test_train_step_reduces_loss_and_reports_layer_stats():
-    config = small_config(total_steps=8, global_batch_size=128, base_learning_rate=1.0, layer_stats_every=1)
+    config = small_config(schedule__total_steps=8, global_batch_size=128, schedule__base_learning_rate=1.0,
+                          loop__layer_stats_every=1)
     trainer = train.Trainer(config)
     state = trainer.sharded_init_state()
     batches = trainer.train_batches(0)
@@ -47,12 +48,12 @@ def test_train_step_reduces_loss_and_reports_layer_stats():
 
 
 def cli(workdir, *overrides, env=None, timeout=240):
-    return helpers.run(workdir, "--config.layer_stats_every=2", *overrides, env=env, timeout=timeout)
+    return helpers.run(workdir, "--config.loop.layer_stats_every=2", *overrides, env=env, timeout=timeout)
 
 
 @pytest.mark.slow  # a subprocess
 def test_cli_end_to_end_then_resume(tmp_path):
-    first = cli(tmp_path, "--config.total_steps=4", "--config.checkpoint_every=2", "--config.eval_every=4")
+    first = cli(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=4")
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("final_step", "test_accuracy", "test_loss", "train_loss", "wall_seconds", "images_per_second",
@@ -74,7 +75,7 @@ def test_cli_end_to_end_then_resume(tmp_path):
     assert max(map(len, console)) < 250
 
     # The same command with a longer budget resumes at step 4 instead of starting over.
-    second = cli(tmp_path, "--config.total_steps=6", "--config.checkpoint_every=2", "--config.eval_every=6")
+    second = cli(tmp_path, "--config.schedule.total_steps=6", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=6")
     assert second.returncode == 0, second.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed_from_step"] == 4 and results["final_step"] == 6
@@ -83,10 +84,13 @@ def test_cli_end_to_end_then_resume(tmp_path):
 
 @pytest.mark.parametrize("override,field", [
     ({"global_batch_size": 100}, "config.global_batch_size"),  # 8 devices
-    ({"model": "vgg"}, "config.model"),
-    ({"dataset": "mnist2"}, "config.dataset"),
-    ({"microbatches": 3, "global_batch_size": 64}, "config.global_batch_size"),
-    ({"bn_group_size": 3}, "config.bn_group_size"),
+    ({"model__name": "vgg"}, "config.model.name"),
+    ({"data__name": "mnist2"}, "config.data.name"),
+    ({"mesh__microbatches": 3, "global_batch_size": 64}, "config.global_batch_size"),
+    ({"model__bn_group_size": 3}, "config.model.bn_group_size"),
+    ({"model__variant": "v1"}, "config.model.variant: not an option of model 'small_cnn'"),
+    ({"optimizer__lars__momentum": 1.0}, r"config.optimizer.lars.momentum: must lie in \[0, 1\)"),
+    ({"schedule__poly_power": -1.0}, "config.schedule.poly_power: must be > 0"),
 ])
 def test_bad_config_fails_before_compiling_naming_the_field(override, field):
     with pytest.raises(configs.ConfigError, match=field):
@@ -97,7 +101,7 @@ def test_bad_config_fails_before_compiling_naming_the_field(override, field):
 def test_cli_reports_missing_data_with_the_fix(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = cli(tmp_path / "run", "--config.total_steps=2", f"--config.data_dir={tmp_path / 'tfds'}",
+    proc = cli(tmp_path / "run", "--config.schedule.total_steps=2", f"--config.data.data_dir={tmp_path / 'tfds'}",
                env={"LARS_JAX_FASHION_MNIST_DIR": str(empty), "LARS_JAX_OFFLINE": "1"}, timeout=120)
     assert proc.returncode != 0
     assert "apt-get install -y dataset-fashion-mnist" in proc.stderr
@@ -106,7 +110,7 @@ def test_cli_reports_missing_data_with_the_fix(tmp_path):
 
 @pytest.mark.slow  # a subprocess
 def test_cli_bad_batch_names_field(tmp_path):
-    proc = cli(tmp_path, "--config.global_batch_size=100", "--config.total_steps=2", timeout=120)
+    proc = cli(tmp_path, "--config.global_batch_size=100", "--config.schedule.total_steps=2", timeout=120)
     assert proc.returncode != 0 and "config.global_batch_size" in proc.stderr
     assert "multiple of 8" in proc.stderr
 
@@ -117,8 +121,8 @@ def test_every_requested_layer_statistic_reaches_tensorboard(tmp_path):
     # 3, 6, then both 9 and 12; every one of them must be written, not only a window's last.
     from lars_jax.sweep.events import read_scalars
 
-    proc = helpers.run(tmp_path, "--config.total_steps=12", "--config.log_every=4", "--config.layer_stats_every=3",
-                       "--config.eval_every=12", timeout=240)
+    proc = helpers.run(tmp_path, "--config.schedule.total_steps=12", "--config.loop.log_every=4", "--config.loop.layer_stats_every=3",
+                       "--config.loop.eval_every=12", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     series = read_scalars(str(tmp_path), "layers/")
     assert series and all(len(k) < 80 for k in series)

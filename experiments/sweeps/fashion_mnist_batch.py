@@ -43,19 +43,20 @@ from lars_jax.configs import get_base_config
 def get_config():
     base = get_base_config()
     base.name = "fashion_mnist_batch"
-    base.dataset = "fashion_mnist"
-    base.model = "mlp"  # lars_jax.models.small.MLP (registered in lars_jax.models as "mlp")
-    base.augment = False
-    base.num_epochs = 15.0
-    base.warmup_epochs = 2.0
-    base.decay = "poly"
-    base.poly_power = 2.0  # You et al.: gamma_t = gamma_0 (1 - t/T)^2
-    base.end_learning_rate = 0.0
-    base.momentum = 0.9  # You et al.; Goyal et al.
-    base.trust_coefficient = 0.001  # eta, You et al.
-    base.weight_decay = 5e-4  # the paper's AlexNet setting (Caffe default)
-    base.bn_group_size = 256  # BatchNorm statistics per 256 examples, like the paper's per-worker BN
-    base.eval_batch_size = 2000
+    base.data.name = "fashion_mnist"
+    base.model.name = "mlp"  # lars_jax.models.small.MLP (registered in lars_jax.models as "mlp")
+    base.data.augment = False
+    base.schedule.num_epochs = 15.0
+    base.schedule.warmup_epochs = 2.0
+    base.schedule.decay = "poly"
+    base.schedule.poly_power = 2.0  # You et al.: gamma_t = gamma_0 (1 - t/T)^2
+    base.schedule.end_learning_rate = 0.0
+    for part in (base.optimizer.lars, base.optimizer.sgd):  # every optimizer of the sweep alike
+        part.momentum = 0.9  # You et al.; Goyal et al.
+        part.weight_decay = 5e-4  # the paper's AlexNet setting (Caffe default)
+    base.optimizer.lars.trust_coefficient = 0.001  # eta, You et al.
+    base.model.bn_group_size = 256  # BatchNorm statistics per 256 examples, like the paper's per-worker BN
+    base.loop.eval_batch_size = 2000
 
     c = ml_collections.ConfigDict()
     c.name = "fashion_mnist_batch"
@@ -70,17 +71,21 @@ def get_config():
     c.optimizers = ml_collections.ConfigDict()
     c.optimizers.sgd_goyal = ml_collections.ConfigDict(dict(
         label="SGD + linear scaling + warmup",
-        overrides=dict(optimizer="sgd", base_learning_rate=0.1, base_batch_size=256, lr_scaling="linear"),
+        overrides=dict(optimizer=dict(name="sgd"),
+                       schedule=dict(base_learning_rate=0.1, base_batch_size=256, lr_scaling="linear")),
         lr_multipliers=(1.0,)))
     c.optimizers.lars = ml_collections.ConfigDict(dict(
         label="LARS",
-        overrides=dict(optimizer="lars", base_learning_rate=8.0, base_batch_size=256, lr_scaling="none"),
+        overrides=dict(optimizer=dict(name="lars"),
+                       schedule=dict(base_learning_rate=8.0, base_batch_size=256, lr_scaling="none")),
         lr_multipliers=(0.5, 1.0, 2.0)))
     c.optimizers.nesterov = ml_collections.ConfigDict(dict(
         label="Nesterov",
-        overrides=dict(optimizer="nesterov", base_learning_rate=0.1, base_batch_size=256, lr_scaling="sqrt"),
+        overrides=dict(optimizer=dict(name="sgd", sgd=dict(nesterov=True)),
+                       schedule=dict(base_learning_rate=0.1, base_batch_size=256, lr_scaling="sqrt")),
         lr_multipliers=(0.5, 1.0, 2.0)))
     # --quick: 2 batches x (1 + 1 + 2) cells of 4 steps; what tests/test_sweep.py runs (~1 minute).
-    c.quick = dict(base=dict(total_steps=4, warmup_epochs=0.0), batch_sizes=(256, 1024), extra_seeds=(),
-                   optimizers=dict(lars=dict(lr_multipliers=(1.0,)), nesterov=dict(lr_multipliers=(0.5, 1.0))))
+    c.quick = dict(base=dict(schedule=dict(total_steps=4, warmup_epochs=0.0)), batch_sizes=(256, 1024),
+                   extra_seeds=(), optimizers=dict(lars=dict(lr_multipliers=(1.0,)),
+                                                   nesterov=dict(lr_multipliers=(0.5, 1.0))))
     return c

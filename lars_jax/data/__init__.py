@@ -1,15 +1,16 @@
-"""Input pipelines: a registry of datasets behind three functions.
+"""Input pipelines: a registry of datasets behind three functions of the data config (config.data).
 
-    info = get_info(config)                  # DatasetInfo; DataNotFoundError if the data is absent
-    train_iterator(config, local_batch_size=L, process_index=p, process_count=P, start_step=k)
+    info = get_info(cfg)                     # DatasetInfo; DataNotFoundError if the data is absent
+    train_iterator(cfg, seed=s, local_batch_size=L, process_index=p, process_count=P, start_step=k)
         # infinite: {"image": float32 [L, H, W, C] normalised, "label": int32 [L]}
-    eval_iterator(config, local_batch_size=L, process_index=p, process_count=P)
+    eval_iterator(cfg, seed=s, local_batch_size=L, process_index=p, process_count=P)
         # one pass: also "mask": float32 [L] (1 real, 0 padding); same batch count on every process
 
-The train batch of global step k is a function of (config.seed, k, process_index, process_count),
-so start_step=k resumes exactly; processes read disjoint parts of each global batch. Details and
-the exact guarantees per dataset are in the module docs (in_memory/indexing: fashion_mnist,
-cifar10; imagenet; synthetic). TensorFlow is imported only when a tfds dataset is read.
+cfg.name picks the dataset; cfg.data_dir, cfg.augment, cfg.image_size (and cfg.synthetic_num_classes)
+are its options. The train batch of global step k is a function of (seed, k, process_index,
+process_count), so start_step=k resumes exactly; processes read disjoint parts of each global
+batch. Details and the exact guarantees per dataset are in the module docs (in_memory/indexing:
+fashion_mnist, cifar10; imagenet; synthetic). TensorFlow is imported only when a tfds dataset is read.
 """
 from __future__ import annotations
 
@@ -21,18 +22,13 @@ from lars_jax.data.base import OFFLINE_ENV, DataNotFoundError, Dataset, DatasetI
 __all__ = ["DATASETS", "DataNotFoundError", "DatasetInfo", "OFFLINE_ENV", "get_info",
            "train_iterator", "eval_iterator"]
 
-DATASETS: dict[str, Dataset] = {
-    m.NAME: Dataset(get_info=m.get_info, train_iterator=m.train_iterator,
-                    eval_iterator=m.eval_iterator)
-    for m in (fashion_mnist, cifar10, imagenet, synthetic)
-}
+DATASETS: dict = {m.DATASET.name: m.DATASET for m in (fashion_mnist, cifar10, imagenet, synthetic)}
 
 
-def _dataset(config) -> Dataset:
-    if config.dataset not in DATASETS:
-        raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; "
-                         f"known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[config.dataset]
+def _dataset(cfg):
+    if cfg.name not in DATASETS:
+        raise ValueError(f"config.data.name: unknown dataset {cfg.name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[cfg.name]
 
 
 def _check(local_batch_size: int, process_index: int, process_count: int) -> None:
@@ -43,25 +39,25 @@ def _check(local_batch_size: int, process_index: int, process_count: int) -> Non
                          f"{process_count}")
 
 
-def get_info(config) -> DatasetInfo:
-    """Sizes and shapes of config.dataset; cheap once the data is prepared."""
-    return _dataset(config).get_info(config)
+def get_info(cfg) -> DatasetInfo:
+    """Sizes and shapes of cfg.name; cheap once the data is prepared."""
+    return _dataset(cfg).get_info(cfg)
 
 
-def train_iterator(config, *, local_batch_size: int, process_index: int = 0,
+def train_iterator(cfg, *, seed: int, local_batch_size: int, process_index: int = 0,
                    process_count: int = 1, start_step: int = 0) -> Iterator[dict]:
     """Infinite iterator of this process's part of each global train batch, from start_step."""
     _check(local_batch_size, process_index, process_count)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
-    return _dataset(config).train_iterator(
-        config, local_batch_size=local_batch_size, process_index=process_index,
+    return _dataset(cfg).train_iterator(
+        cfg, seed=seed, local_batch_size=local_batch_size, process_index=process_index,
         process_count=process_count, start_step=start_step)
 
 
-def eval_iterator(config, *, local_batch_size: int, process_index: int = 0,
+def eval_iterator(cfg, *, seed: int = 0, local_batch_size: int, process_index: int = 0,
                   process_count: int = 1) -> Iterator[dict]:
     """One padded pass over the eval split, this process's part of each global eval batch."""
     _check(local_batch_size, process_index, process_count)
-    return _dataset(config).eval_iterator(config, local_batch_size=local_batch_size,
-                                          process_index=process_index, process_count=process_count)
+    return _dataset(cfg).eval_iterator(cfg, seed=seed, local_batch_size=local_batch_size,
+                                       process_index=process_index, process_count=process_count)

@@ -28,6 +28,7 @@ class DatasetInfo:
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """A registry entry: the three functions `lars_jax.data` dispatches to (signatures as there)."""
+    name: str
     get_info: Callable[..., DatasetInfo]
     train_iterator: Callable[..., Iterator[dict]]
     eval_iterator: Callable[..., Iterator[dict]]
@@ -37,9 +38,9 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
 
 
-def tfds_data_dir(config) -> str:
-    """config.data_dir, else tfds' own default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-    data_dir = config.get("data_dir") if hasattr(config, "get") else getattr(config, "data_dir", None)
+def tfds_data_dir(cfg) -> str:
+    """cfg.data_dir (config.data), else tfds' own default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    data_dir = cfg.get("data_dir")
     if data_dir:
         return os.path.expanduser(data_dir)
     return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
@@ -51,9 +52,9 @@ def tfds_prepared(data_dir: str, name: str) -> bool:
                for p in glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")))
 
 
-def native_image_size(config, name: str, size: int) -> None:
+def native_image_size(cfg, name: str, size: int) -> None:
     """Small datasets are used at their native resolution; refuse a config that asks otherwise."""
-    requested = config.get("image_size") if hasattr(config, "get") else None
+    requested = cfg.get("image_size")
     if requested not in (None, size):
-        raise ConfigError(f"config.image_size: {requested}, but {name} is only offered at its native "
-                         f"{size}x{size}; set config.image_size=None")
+        raise ConfigError(f"config.data.image_size: {requested}, but {name} is only offered at its native "
+                          f"{size}x{size}; set config.data.image_size=None")

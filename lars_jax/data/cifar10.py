@@ -20,36 +20,15 @@ def _how_to_get(data_dir: str) -> str:
     return (f"Prepare it on a machine with internet access: `python -c \"import tensorflow_datasets "
             f"as tfds; tfds.builder('{NAME}', data_dir='{data_dir}').download_and_prepare()\"` "
             f"(or `tfds build {NAME} --data_dir={data_dir}`), then copy {data_dir}/{NAME} here "
-            f"or set config.data_dir to where it is.")
+            f"or set config.data.data_dir to where it is.")
 
 
-def ensure_prepared(config) -> str:
-    data_dir = base.tfds_data_dir(config)
+def ensure_prepared(cfg) -> str:
+    data_dir = base.tfds_data_dir(cfg)
     if not base.tfds_prepared(data_dir, NAME):
         _, tfds = tfds_util.import_tfds()
         tfds_util.prepare_or_raise(tfds.builder(NAME, data_dir=data_dir), _how_to_get(data_dir), url=URL)
     return data_dir
 
 
-def get_info(config) -> base.DatasetInfo:
-    base.native_image_size(config, NAME, 32)
-    ensure_prepared(config)  # a no-op file check once prepared
-    return INFO
-
-
-def _split(config, split: str) -> in_memory.Split:
-    base.native_image_size(config, NAME, 32)
-    return tfds_util.load_split(NAME, ensure_prepared(config), split)
-
-
-def train_iterator(config, *, local_batch_size, process_index=0, process_count=1, start_step=0):
-    return in_memory.train_batches(
-        _split(config, "train"), PREPROCESSING, seed=config.seed, augment_images=config.augment,
-        local_batch_size=local_batch_size, process_index=process_index,
-        process_count=process_count, start_step=start_step)
-
-
-def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1):
-    return in_memory.eval_batches(_split(config, "test"), PREPROCESSING,
-                                  local_batch_size=local_batch_size, process_index=process_index,
-                                  process_count=process_count)
+DATASET = in_memory.TfdsInMemory(NAME, INFO, PREPROCESSING, prepare=ensure_prepared)

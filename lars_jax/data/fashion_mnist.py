@@ -1,7 +1,7 @@
 """Fashion-MNIST (Xiao et al. 2017) through tfds, offline from Debian's `dataset-fashion-mnist`.
 
 Where the data comes from, in order:
-  1. a prepared tfds `fashion_mnist` in the data_dir (config.data_dir or ~/tensorflow_datasets);
+  1. a prepared tfds `fashion_mnist` in the data_dir (config.data.data_dir or ~/tensorflow_datasets);
   2. the four IDX .gz files in $LARS_JAX_FASHION_MNIST_DIR (default /usr/share/datasets/fashion-mnist,
      Debian's package), prepared once into the data_dir by `DebianFashionMNIST` (about 16 s);
   3. tfds' own download (unless LARS_JAX_OFFLINE=1).
@@ -96,13 +96,13 @@ def _debian_builder_cls():
 def _how_to_get(data_dir: str) -> str:
     return (f"Install Debian's copy: `sudo apt-get install -y dataset-fashion-mnist` (IDX files in "
             f"{DEBIAN_DIR}), or set {DIR_ENV} to a directory holding "
-            f"{', '.join(f for pair in FILES.values() for f in pair)}, or set config.data_dir to a "
+            f"{', '.join(f for pair in FILES.values() for f in pair)}, or set config.data.data_dir to a "
             f"tfds data_dir with {NAME} prepared (looked in {data_dir}).")
 
 
-def ensure_prepared(config) -> str:
+def ensure_prepared(cfg) -> str:
     """Prepares the tfds dataset if needed (see module doc); returns its data_dir."""
-    data_dir = base.tfds_data_dir(config)
+    data_dir = base.tfds_data_dir(cfg)
     if base.tfds_prepared(data_dir, NAME):
         return data_dir
     directory = idx_dir()
@@ -119,27 +119,6 @@ def ensure_prepared(config) -> str:
     return data_dir
 
 
-def get_info(config) -> base.DatasetInfo:
-    base.native_image_size(config, NAME, 28)
-    data_dir = base.tfds_data_dir(config)
-    if not (base.tfds_prepared(data_dir, NAME) or _have_idx_files(idx_dir())):
-        ensure_prepared(config)  # tries the download; raises DataNotFoundError if that fails
-    return INFO
-
-
-def _split(config, split: str) -> in_memory.Split:
-    base.native_image_size(config, NAME, 28)
-    return tfds_util.load_split(NAME, ensure_prepared(config), split)
-
-
-def train_iterator(config, *, local_batch_size, process_index=0, process_count=1, start_step=0):
-    return in_memory.train_batches(
-        _split(config, "train"), PREPROCESSING, seed=config.seed, augment_images=config.augment,
-        local_batch_size=local_batch_size, process_index=process_index,
-        process_count=process_count, start_step=start_step)
-
-
-def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1):
-    return in_memory.eval_batches(_split(config, "test"), PREPROCESSING,
-                                  local_batch_size=local_batch_size, process_index=process_index,
-                                  process_count=process_count)
+DATASET = in_memory.TfdsInMemory(
+    NAME, INFO, PREPROCESSING, prepare=ensure_prepared,
+    available=lambda cfg: base.tfds_prepared(base.tfds_data_dir(cfg), NAME) or _have_idx_files(idx_dir()))

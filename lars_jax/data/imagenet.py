@@ -5,7 +5,7 @@ every process has the same number of examples n_p and of steps per epoch, n_p //
 incomplete last batch of each epoch is dropped). Process batches are disjoint, but unlike the
 in-memory datasets the batch of a step depends on process_count.
 
-Determinism: epoch e of process p is a tf.data pipeline seeded by (config.seed, p, e): file order
+Determinism: epoch e of process p is a tf.data pipeline seeded by (seed, p, e): file order
 (tfds shuffle_files), a SHUFFLE_BUFFER-example shuffle, and stateless per-example augmentation
 seeded by (that seed, position in the epoch); tf.data runs with deterministic=True. So the batches
 are a function of (seed, step, process_index, process_count) on a given tfds/TF version.
@@ -31,8 +31,8 @@ MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 SHUFFLE_BUFFER = 10_000  # examples of encoded JPEG (~110 KB each): ~1.1 GB of host memory
 
 
-def image_size(config) -> int:
-    return config.get("image_size") or 224
+def image_size(cfg) -> int:
+    return cfg.get("image_size") or 224
 
 
 def manual_dir(data_dir: str) -> str:
@@ -51,21 +51,21 @@ def _not_found(data_dir: str) -> base.DataNotFoundError:
         f"(registration needed) into {where}/, then prepare once (hours, ~150 GB): "
         f"`tfds build {NAME} --data_dir={data_dir}` or `python -c \"import tensorflow_datasets as "
         f"tfds; tfds.builder('{NAME}', data_dir='{data_dir}').download_and_prepare()\"`. "
-        f"Set config.data_dir to use another tfds data_dir.")
+        f"Set config.data.data_dir to use another tfds data_dir.")
 
 
-def get_info(config) -> base.DatasetInfo:
-    data_dir = base.tfds_data_dir(config)
+def get_info(cfg) -> base.DatasetInfo:
+    data_dir = base.tfds_data_dir(cfg)
     if not (base.tfds_prepared(data_dir, NAME) or _have_manual_files(data_dir)):
         raise _not_found(data_dir)
-    size = image_size(config)
+    size = image_size(cfg)
     return base.DatasetInfo(name=NAME, num_train=NUM_TRAIN, num_eval=NUM_EVAL,
                             image_shape=(size, size, 3), num_classes=NUM_CLASSES)
 
 
-def _builder(config):
+def _builder(cfg):
     _, tfds = tfds_util.import_tfds()
-    data_dir = base.tfds_data_dir(config)
+    data_dir = base.tfds_data_dir(cfg)
     builder = tfds.builder(NAME, data_dir=data_dir)
     if not builder.is_prepared():
         if not _have_manual_files(data_dir):
@@ -86,12 +86,12 @@ def _options(tf):
     return options
 
 
-def train_iterator(config, *, local_batch_size, process_index=0, process_count=1, start_step=0):
+def train_iterator(cfg, *, seed, local_batch_size, process_index=0, process_count=1, start_step=0):
     """Infinite; {"image": float32 [L, S, S, 3], "label": int32 [L]} (see module doc)."""
     tf, tfds = tfds_util.import_tfds()
     from lars_jax.data import imagenet_preprocess as pp
-    builder = _builder(config)
-    size, batch = image_size(config), local_batch_size
+    builder = _builder(cfg)
+    size, batch = image_size(cfg), local_batch_size
     split = tfds.even_splits("train", n=process_count, drop_remainder=True)[process_index]
     num_local = builder.info.splits[split].num_examples
     steps = num_local // batch
@@ -100,16 +100,16 @@ def train_iterator(config, *, local_batch_size, process_index=0, process_count=1
     first_epoch, skip = divmod(start_step, steps)
 
     def epoch_dataset(epoch: int, skip_batches: int):
-        seed = _seed(config.seed, process_index, epoch)
+        epoch_seed = _seed(seed, process_index, epoch)
         ds = builder.as_dataset(
             split=split, shuffle_files=True, decoders={"image": tfds.decode.SkipDecoding()},
-            read_config=tfds.ReadConfig(shuffle_seed=seed, options=_options(tf)))
-        ds = ds.shuffle(min(SHUFFLE_BUFFER, num_local), seed=seed)
+            read_config=tfds.ReadConfig(shuffle_seed=epoch_seed, options=_options(tf)))
+        ds = ds.shuffle(min(SHUFFLE_BUFFER, num_local), seed=epoch_seed)
         ds = ds.take(steps * batch).enumerate().skip(skip_batches * batch)
 
         def preprocess(i, ex):
-            if config.augment:
-                image = pp.train_image(ex["image"], tf.stack([tf.constant(seed, tf.int64), i]), size)
+            if cfg.augment:
+                image = pp.train_image(ex["image"], tf.stack([tf.constant(epoch_seed, tf.int64), i]), size)
             else:
                 image = pp.eval_image(ex["image"], size)
             return {"image": image, "label": tf.cast(ex["label"], tf.int32)}
@@ -125,13 +125,14 @@ def train_iterator(config, *, local_batch_size, process_index=0, process_count=1
     return batches()
 
 
-def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1):
+def eval_iterator(cfg, *, seed, local_batch_size, process_index=0, process_count=1):
     """One pass over `validation`: {"image", "label", "mask"}; every process yields the same number
     of batches, ceil(num_eval / (L * process_count)), padded with image 0, label 0, mask 0."""
     tf, tfds = tfds_util.import_tfds()
     from lars_jax.data import imagenet_preprocess as pp
-    builder = _builder(config)
-    size, batch = image_size(config), local_batch_size
+    del seed  # the validation split is read in order
+    builder = _builder(cfg)
+    size, batch = image_size(cfg), local_batch_size
     num_eval = builder.info.splits["validation"].num_examples
     split = tfds.even_splits("validation", n=process_count)[process_index]
     count = builder.info.splits[split].num_examples
@@ -148,3 +149,6 @@ def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1)
         {"image": tf.zeros([size, size, 3]), "label": tf.constant(0), "mask": tf.constant(0.0)})
     ds = ds.concatenate(padding.repeat()).take(total).batch(batch).prefetch(tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.with_options(_options(tf))))
+
+
+DATASET = base.Dataset(NAME, get_info, train_iterator, eval_iterator)

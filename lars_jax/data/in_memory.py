@@ -1,17 +1,18 @@
-"""Train and eval iterators over a split held in host memory as uint8 numpy arrays.
+"""Train and eval iterators over a split held in host memory as uint8 numpy arrays, and the one
+registry entry (`TfdsInMemory`) that serves every small tfds dataset (Fashion-MNIST, CIFAR-10).
 
-Used by the small datasets (Fashion-MNIST, CIFAR-10): the whole split is read once, and each
-batch is a numpy gather + crop/flip + normalisation, far cheaper per step than the train step.
+The whole split is read once, and each batch is a numpy gather + crop/flip + normalisation, far
+cheaper per step than the train step.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from lars_jax.data import augment, indexing
+from lars_jax.data import augment, base, indexing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +80,44 @@ def eval_batches(split: Split, prep: Preprocessing, *, local_batch_size: int,
                    "mask": valid.astype(np.float32)}
 
     return batches()
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsInMemory:
+    """A registry entry for a small tfds dataset held in memory (see lars_jax.data for the API).
+
+    prepare(cfg) -> tfds data_dir: makes the dataset available (prepares or downloads it) or
+    raises DataNotFoundError saying how to get it; available(cfg): a cheap check that the files
+    are there (prepared, or local sources `prepare` will read), so get_info need not prepare.
+    """
+    name: str
+    info: base.DatasetInfo
+    preprocessing: Preprocessing
+    prepare: Callable[..., str]
+    available: Callable[..., bool] = lambda cfg: False
+    train_split: str = "train"
+    eval_split: str = "test"
+
+    def _check(self, cfg) -> None:
+        base.native_image_size(cfg, self.name, self.info.image_shape[0])
+
+    def get_info(self, cfg) -> base.DatasetInfo:
+        self._check(cfg)
+        if not self.available(cfg):
+            self.prepare(cfg)
+        return self.info
+
+    def _split(self, cfg, split: str) -> Split:
+        from lars_jax.data import tfds_util
+        self._check(cfg)
+        return tfds_util.load_split(self.name, self.prepare(cfg), split)
+
+    def train_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1, start_step=0):
+        return train_batches(self._split(cfg, self.train_split), self.preprocessing, seed=seed,
+                             augment_images=cfg.augment, local_batch_size=local_batch_size,
+                             process_index=process_index, process_count=process_count, start_step=start_step)
+
+    def eval_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1):
+        del seed  # the eval split is read in order
+        return eval_batches(self._split(cfg, self.eval_split), self.preprocessing, local_batch_size=local_batch_size,
+                            process_index=process_index, process_count=process_count)

@@ -1,6 +1,6 @@
 """Synthetic data for throughput benchmarks: no files, no TensorFlow.
 
-Train: ONE batch of standard-normal images and uniform labels, drawn from (config.seed,
+Train: ONE batch of standard-normal images and uniform labels, drawn from (seed,
 process_index), is yielded at every step (the same arrays each time: the host costs nothing and
 the numbers measure the device). Eval: NUM_EVAL = 1024 examples; images are again one fixed
 batch, labels differ per example, padding as for the real datasets.
@@ -18,28 +18,28 @@ NUM_TRAIN = 1281167  # ImageNet's, so epochs and schedules mean the same as for 
 NUM_EVAL = 1024
 
 
-def get_info(config) -> base.DatasetInfo:
-    size = config.get("image_size") or 224
+def get_info(cfg) -> base.DatasetInfo:
+    size = cfg.get("image_size") or 224
     return base.DatasetInfo(name=NAME, num_train=NUM_TRAIN, num_eval=NUM_EVAL,
-                            image_shape=(size, size, 3), num_classes=config.synthetic_num_classes)
+                            image_shape=(size, size, 3), num_classes=cfg.synthetic_num_classes)
 
 
 def _images(info: base.DatasetInfo, rng, batch: int) -> np.ndarray:
     return rng.standard_normal((batch, *info.image_shape), dtype=np.float32)
 
 
-def train_iterator(config, *, local_batch_size, process_index=0, process_count=1, start_step=0):
+def train_iterator(cfg, *, seed, local_batch_size, process_index=0, process_count=1, start_step=0):
     del process_count, start_step  # every step is the same batch
-    info = get_info(config)
-    rng = np.random.default_rng([config.seed, process_index])
+    info = get_info(cfg)
+    rng = np.random.default_rng([seed, process_index])
     batch = {"image": _images(info, rng, local_batch_size),
              "label": rng.integers(0, info.num_classes, local_batch_size, dtype=np.int32)}
     return itertools.repeat(batch)
 
 
-def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1):
-    info = get_info(config)
-    rng = np.random.default_rng([config.seed, 1 << 20])  # the same eval set on every process
+def eval_iterator(cfg, *, seed, local_batch_size, process_index=0, process_count=1):
+    info = get_info(cfg)
+    rng = np.random.default_rng([seed, 1 << 20])  # the same eval set on every process
     labels = rng.integers(0, info.num_classes, NUM_EVAL, dtype=np.int32)
     images = _images(info, rng, local_batch_size)
 
@@ -53,3 +53,6 @@ def eval_iterator(config, *, local_batch_size, process_index=0, process_count=1)
                    "mask": valid.astype(np.float32)}
 
     return batches()
+
+
+DATASET = base.Dataset(NAME, get_info, train_iterator, eval_iterator)

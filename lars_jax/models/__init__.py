@@ -7,6 +7,7 @@ AlexNet's dropout draws from the "dropout" rng stream when train=True.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Callable
@@ -18,7 +19,7 @@ from flax import linen as nn
 from lars_jax.models.alexnet import AlexNet, AlexNetBN, lrn
 from lars_jax.models.flops import analytic_macs, forward_flops
 from lars_jax.models.layers import GroupedBatchNorm
-from lars_jax.models.resnet import CifarResNet, ResNet, cifar_resnet, imagenet_resnet
+from lars_jax.models.resnet import IMAGENET_STAGES, CifarResNet, ResNet
 from lars_jax.models.small import MLP, SmallCNN
 
 
@@ -27,29 +28,42 @@ def _no_bn(cls):
     # one signature.
     def make(*, bn_group_size=None, **kwargs):
         return cls(**kwargs)
+    make.model_class = cls
     return make
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
-    "resnet18": functools.partial(imagenet_resnet, 18),
-    "resnet34": functools.partial(imagenet_resnet, 34),
-    "resnet50": functools.partial(imagenet_resnet, 50),
-    "resnet101": functools.partial(imagenet_resnet, 101),
-    "resnet20": functools.partial(cifar_resnet, 20),
-    "resnet56": functools.partial(cifar_resnet, 56),
+    **{f"resnet{d}": functools.partial(ResNet, stage_sizes=stages, block_cls=block)
+       for d, (stages, block) in IMAGENET_STAGES.items()},
+    "resnet20": functools.partial(CifarResNet, depth=20),
+    "resnet56": functools.partial(CifarResNet, depth=56),
     "alexnet": _no_bn(AlexNet),
     "alexnet_bn": AlexNetBN,
 }
 
 
+def options(name: str) -> tuple[str, ...]:
+    """The keyword options model `name` accepts besides num_classes: its module's fields, and
+    bn_group_size (accepted and ignored by models without BatchNorm)."""
+    factory = MODELS[name]
+    cls = getattr(factory, "model_class", None) or getattr(factory, "func", factory)
+    fixed = {"num_classes", "parent", "name", *getattr(factory, "keywords", {})}
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+    return tuple(fields) + (() if "bn_group_size" in fields else ("bn_group_size",))
+
+
 def create_model(name: str, *, num_classes: int, dtype=jnp.float32,
                  bn_group_size: int | None = None, **kwargs) -> nn.Module:
-    """Builds model `name` (see MODELS); extra kwargs go to the model (e.g. variant="v1")."""
+    """Builds model `name` (see MODELS); extra kwargs go to the model (e.g. variant="v1").
+
+    ValueError naming the option for one the model does not take (`options(name)` lists them)."""
     if name not in MODELS:
-        raise ValueError(f"config.model: unknown model {name!r}; "
-                         f"known: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"name: unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    unknown = sorted(set(kwargs) - set(options(name)))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option of model {name!r}; its options: {', '.join(options(name))}")
     return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype),
                         bn_group_size=bn_group_size, **kwargs)
 
@@ -59,5 +73,5 @@ def param_count(params) -> int:
     return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
 
 
-__all__ = ["MODELS", "create_model", "analytic_macs", "forward_flops", "param_count", "AlexNet",
+__all__ = ["MODELS", "create_model", "options", "analytic_macs", "forward_flops", "param_count", "AlexNet",
            "AlexNetBN", "CifarResNet", "GroupedBatchNorm", "MLP", "ResNet", "SmallCNN", "lrn"]

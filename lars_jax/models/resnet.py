@@ -179,18 +179,9 @@ class CifarResNet(nn.Module):
         return x.astype(jnp.float32)
 
 
-_IMAGENET = {
+IMAGENET_STAGES = {  # depth -> (blocks per stage, block), He et al. 2016 Table 1
     18: ([2, 2, 2, 2], BasicBlock),
     34: ([3, 4, 6, 3], BasicBlock),
     50: ([3, 4, 6, 3], BottleneckBlock),
     101: ([3, 4, 23, 3], BottleneckBlock),
 }
-
-
-def imagenet_resnet(depth: int, **kwargs) -> ResNet:
-    stages, block = _IMAGENET[depth]
-    return ResNet(stage_sizes=stages, block_cls=block, **kwargs)
-
-
-def cifar_resnet(depth: int, **kwargs) -> CifarResNet:
-    return CifarResNet(depth=depth, **kwargs)

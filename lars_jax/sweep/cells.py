@@ -7,6 +7,8 @@ import math
 
 import ml_collections
 
+from lars_jax import configs
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -24,16 +26,7 @@ class Cell:
 
 def apply_quick(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The sweep with its `quick` overrides (a nested dict mirroring the sweep's fields) merged in."""
-    sweep = ml_collections.ConfigDict(sweep.to_dict())
-
-    def merge(node, overrides):
-        for key, value in overrides.items():
-            if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(node[key], ml_collections.ConfigDict):
-                merge(node[key], value)
-            else:
-                node[key] = value
-
-    merge(sweep, sweep.get("quick", {}))
+    sweep = configs.merge(ml_collections.ConfigDict(sweep.to_dict()), sweep.get("quick", {}))
     sweep.name = sweep.name + "_quick"
     return sweep
 
@@ -44,9 +37,7 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
 
 def optimizer_config(sweep, optimizer: str) -> ml_collections.ConfigDict:
     """The base config with one optimizer's overrides: what every cell of that optimizer shares."""
-    c = ml_collections.ConfigDict(sweep.base.to_dict())
-    c.update(sweep.optimizers[optimizer].overrides.to_dict())
-    return c
+    return configs.merge(ml_collections.ConfigDict(sweep.base.to_dict()), sweep.optimizers[optimizer].overrides)
 
 
 def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, seed: int,
@@ -55,23 +46,25 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
     c = optimizer_config(sweep, optimizer)
     c.global_batch_size = batch_size
     c.seed = seed
-    c.base_learning_rate = float(c.base_learning_rate) * float(lr_multiplier)
+    c.schedule.base_learning_rate = float(c.schedule.base_learning_rate) * float(lr_multiplier)
     spe = steps_per_epoch(num_train, batch_size)
-    total = c.total_steps if c.total_steps is not None else max(1, round(c.num_epochs * spe))
+    sc = c.schedule
+    total = sc.total_steps if sc.total_steps is not None else max(1, round(sc.num_epochs * spe))
     # About `log_points` logged points per run: TensorBoard curves (and LARS layer statistics,
     # logged at the same steps) without fetching every step's metrics.
-    c.log_every = max(1, total // sweep.log_points)
-    c.layer_stats_every = c.log_every
-    c.checkpoint_every = 10**9  # only the final step: the sweep needs results, not resumable cells
-    c.keep_checkpoints = 1
+    c.loop.log_every = max(1, total // sweep.log_points)
+    c.loop.layer_stats_every = c.loop.log_every
+    c.loop.checkpoint_every = 10**9  # only the final step: the sweep needs results, not resumable cells
+    c.loop.keep_checkpoints = 1
     c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
     return c
 
 
 def peak_learning_rate(config) -> float:
     from lars_jax import schedules
-    return schedules.scaled_learning_rate(config.base_learning_rate, config.global_batch_size,
-                                          base_batch_size=config.base_batch_size, rule=config.lr_scaling)
+    sc = config.schedule
+    return schedules.scaled_learning_rate(sc.base_learning_rate, config.global_batch_size,
+                                          base_batch_size=sc.base_batch_size, rule=sc.lr_scaling)
 
 
 def plan(sweep) -> list[tuple[str, int]]:

@@ -42,8 +42,8 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
     ax.set_xlabel("global batch size (log scale)")
     ax.set_ylabel("top-1 test accuracy (%)")
     b = sweep.base
-    budget = f"{b.num_epochs:g} epochs" if b.total_steps is None else f"{b.total_steps} steps"
-    ax.set_title(f"{b.dataset}, {b.model}, {budget} per run")
+    budget = f"{b.schedule.num_epochs:g} epochs" if b.schedule.total_steps is None else f"{b.schedule.total_steps} steps"
+    ax.set_title(f"{b.data.name}, {b.model.name}, {budget} per run")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -73,10 +73,11 @@ def trust_ratio_runs(sweep, summary, records) -> list[dict]:
 
 def trust_ratio_formula(config) -> str:
     """The trust ratio the config's optimizer computes (lars_jax.optim), for the plot's y-label."""
-    if config.optimizer == "lamb":
+    if config.optimizer.name == "lamb":
         return "||w|| / ||r + beta*w||  (LAMB, r = Adam direction)"
-    eps = " + eps" if config.eps else ""
-    if config.denominator == "optax":
+    lars = config.optimizer.lars  # the trust ratio lars_jax.train logs, whatever the optimizer
+    eps = " + eps" if lars.eps else ""
+    if lars.denominator == "optax":
         return f"eta*||w|| / (||g + beta*w||{eps})  (optax denominator)"
     return f"eta*||w|| / (||g|| + beta*||w||{eps})  (paper denominator)"
 

@@ -104,22 +104,25 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
 
 
 def _describe(sweep) -> str:
-    b = sweep.base
-    epochs = f"{b.num_epochs:g} epochs" if b.total_steps is None else f"{b.total_steps} steps"
-    parts = [f"Model `{b.model}` on `{b.dataset}` ({epochs} per run, the same for every cell; warmup "
-             f"{b.warmup_epochs:g} epochs, {b.decay} decay"
-             + (f" power {b.poly_power:g}" if b.decay == "poly" else "") + f", weight decay {b.weight_decay:g}, "
-             f"BatchNorm group {b.bn_group_size or 'whole batch'}, augmentation {'on' if b.augment else 'off'})."]
+    b, sc = sweep.base, sweep.base.schedule
+    epochs = f"{sc.num_epochs:g} epochs" if sc.total_steps is None else f"{sc.total_steps} steps"
+    parts = [f"Model `{b.model.name}` on `{b.data.name}` ({epochs} per run, the same for every cell; warmup "
+             f"{sc.warmup_epochs:g} epochs, {sc.decay} decay"
+             + (f" power {sc.poly_power:g}" if sc.decay == "poly" else "") + ", "
+             f"BatchNorm group {b.model.bn_group_size or 'whole batch'}, augmentation {'on' if b.data.augment else 'off'})."]
     for o in sweep.optimizer_order:
         spec = sweep.optimizers[o]
         ov = optimizer_config(sweep, o)
         mults = list(spec.lr_multipliers)
         search = (f"; LR search x{{{', '.join(f'{m:g}' for m in mults)}}} at every batch" if len(mults) > 1
                   else "; no LR search")
-        rule = {"linear": f"x B/{ov.base_batch_size} (linear scaling)",
-                "sqrt": f"x sqrt(B/{ov.base_batch_size}) (square-root scaling)",
-                "none": "at every batch (no scaling)"}[ov.lr_scaling]
-        parts.append(f"{spec.label}: `{ov.optimizer}`, peak LR {ov.base_learning_rate:g} {rule}{search}.")
+        osc, part = ov.schedule, ov.optimizer[ov.optimizer.name]
+        rule = {"linear": f"x B/{osc.base_batch_size} (linear scaling)",
+                "sqrt": f"x sqrt(B/{osc.base_batch_size}) (square-root scaling)",
+                "none": "at every batch (no scaling)"}[osc.lr_scaling]
+        kind = "Nesterov" if part.get("nesterov") else ov.optimizer.name
+        parts.append(f"{spec.label}: `{kind}`, weight decay {part.weight_decay:g}, peak LR "
+                     f"{osc.base_learning_rate:g} {rule}{search}.")
     return " ".join(parts)
 
 

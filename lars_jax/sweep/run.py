@@ -35,8 +35,8 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
     record = {
         "cell": cell.name, "optimizer": cell.optimizer, "batch_size": cell.batch_size,
         "lr_multiplier": cell.lr_multiplier, "seed": cell.seed,
-        "base_learning_rate": cell.config.base_learning_rate, "lr_scaling": cell.config.lr_scaling,
-        "base_batch_size": cell.config.base_batch_size, "peak_learning_rate": peak_learning_rate(cell.config),
+        "base_learning_rate": cell.config.schedule.base_learning_rate, "lr_scaling": cell.config.schedule.lr_scaling,
+        "base_batch_size": cell.config.schedule.base_batch_size, "peak_learning_rate": peak_learning_rate(cell.config),
         "status": status, "message": message,
         "test_accuracy": results.get("test_accuracy"), "test_loss": results.get("test_loss"),
         "train_loss": results.get("train_loss"), "final_step": results.get("final_step"),
@@ -51,7 +51,7 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
 
 def _num_train(config) -> int:
     from lars_jax import data
-    return data.get_info(config).num_train
+    return data.get_info(config.data).num_train
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, out: str | None = None, *, log=print) -> dict:
