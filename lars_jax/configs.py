@@ -43,6 +43,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.augment = True  # random crop (+ flip where it makes sense) on the train split
     c.data.image_size = _int()  # None = the dataset's own size
     c.data.synthetic_num_classes = 1000  # only for name="synthetic"
+    # > 0: the last N examples of the train split are a validation split (in-memory datasets),
+    # trained on by no one; the loop evaluates it during training and both it and the eval split
+    # at the end, so a choice (an LR, a checkpoint) can be made without the test set.
+    c.data.validation_examples = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "small_cnn"  # a key of lars_jax.models.MODELS; the other fields go to its constructor
@@ -91,6 +95,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.loop.eval_batch_size = _int()  # None = global_batch_size
     c.loop.checkpoint_every = _int()  # None = once per epoch
     c.loop.keep_checkpoints = _int(2)  # the newest N are kept; None = all
+    # Gradient noise scale B_simple (McCandlish et al. 2018) from each step's two batch sizes, its
+    # estimates averaged with this EMA decay; None = off. Needs > 1 data-parallel device or microbatch.
+    c.loop.noise_scale_decay = ml_collections.FieldReference(0.99, field_type=float)
     return c
 
 
@@ -138,6 +145,11 @@ def validate(config, *, num_devices: int | None = None) -> None:
     from lars_jax import data, models, optim  # registries; imported lazily to keep this module light
 
     _one_of(config.data.name, "data.name", sorted(data.DATASETS))
+    held = config.data.validation_examples
+    _require(held == 0 or (held > 0 and data.DATASETS[config.data.name].supports_validation), "data.validation_examples",
+             f"{held}: a validation split is held out of in-memory datasets only "
+             f"({', '.join(n for n, d in sorted(data.DATASETS.items()) if d.supports_validation)}); use 0 for "
+             f"{config.data.name}")
     _one_of(config.model.name, "model.name", sorted(models.MODELS))
     _one_of(config.model.dtype, "model.dtype", DTYPES)
     _one_of(config.optimizer.name, "optimizer.name", optim.OPTIMIZERS)
@@ -151,6 +163,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
     keep = config.loop.keep_checkpoints
     _require(keep is None or keep >= 1, "loop.keep_checkpoints",
              f"must be >= 1 (the newest N checkpoints are kept) or None (keep all), got {keep}")
+    decay = config.loop.noise_scale_decay
+    _require(decay is None or 0 <= decay < 1, "loop.noise_scale_decay", f"must lie in [0, 1) or be None, got {decay}")
     _require(config.loop.layer_stats_every >= 0, "loop.layer_stats_every",
              f"must be >= 0 (0 = off), got {config.loop.layer_stats_every}")
     k, model = config.mesh.microbatches, config.mesh.model

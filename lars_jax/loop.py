@@ -2,8 +2,9 @@
 
 `due` says whether a periodic action falls on a step; `Meter` keeps the run's seconds and images
 (across resumed invocations: it starts from the progress saved with the checkpoint) and gives
-images/s and the ETA; `Reporter` writes TensorBoard summaries (process 0 only) and one console
-line per log window.
+images/s and the ETA; `NoiseScaleTail` averages the gradient-noise-scale estimates of the run's
+last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) and one console line
+per log window.
 """
 from __future__ import annotations
 
@@ -72,6 +73,37 @@ class Meter:
         return {"train_seconds": self.train_seconds, "images_seen": self.images, **extra}
 
 
+class NoiseScaleTail:
+    """The run's gradient-noise-scale estimates averaged over its last 20% of steps (steps after
+    `tail_start`), kept across resumed invocations through the checkpoint's progress."""
+
+    def __init__(self, stop_step: int, progress: dict | None = None):
+        self.tail_start = stop_step - math.ceil(0.2 * stop_step)
+        saved = (progress or {}).get("noise_scale_tail", {})
+        self.steps = int(saved.get("steps", 0))
+        self.grad_sq = float(saved.get("grad_sq", 0.0))
+        self.trace_sigma = float(saved.get("trace_sigma", 0.0))
+
+    def add(self, fetched: list[tuple[int, dict]]) -> None:
+        for step, m in fetched:
+            if step > self.tail_start and "noise_scale" in m:
+                self.steps += 1
+                self.grad_sq += float(m["noise_scale"]["grad_sq"])
+                self.trace_sigma += float(m["noise_scale"]["trace_sigma"])
+
+    def progress(self) -> dict:
+        return {"steps": self.steps, "grad_sq": self.grad_sq, "trace_sigma": self.trace_sigma}
+
+    def result(self) -> dict | None:
+        """{b_simple, grad_sq, trace_sigma, steps} (means; b_simple None when |G|^2 <= 0), or None."""
+        if not self.steps:
+            return None
+        grad_sq, trace = self.grad_sq / self.steps, self.trace_sigma / self.steps
+        b_simple = trace / grad_sq if grad_sq > 0 and trace >= 0 else None
+        return {"b_simple": b_simple, "grad_sq": grad_sq, "trace_sigma": trace, "steps": self.steps,
+                "from_step": self.tail_start + 1}
+
+
 def hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -104,6 +136,10 @@ class Reporter:
                    "param_norm": float(last["param_norm"])}
         if math.isfinite(images_per_second):
             scalars["images_per_second"] = images_per_second
+        if "noise_scale" in last:  # the bias-corrected averages at the window's last step
+            ns = last["noise_scale"]
+            scalars.update({"gns/b_simple": float(ns["b_simple"]), "gns/grad_sq": float(ns["avg_grad_sq"]),
+                            "gns/trace_sigma": float(ns["avg_trace_sigma"])})
         self.writer.write_scalars(step, scalars)
         for s, m in fetched:
             if due(s, self.layer_every):
@@ -114,9 +150,12 @@ class Reporter:
         return scalars
 
     def eval(self, step: int, metrics: dict) -> None:
-        self.writer.write_scalars(step, {k: v for k, v in metrics.items() if k != "test_examples"})
-        logging.info("eval at step %d (epoch %.2f): test accuracy %.4f  loss %.4f  (%d examples)", step,
-                     step / self.spe, metrics["test_accuracy"], metrics["test_loss"], metrics["test_examples"])
+        """metrics: {split_accuracy, split_loss, split_examples} for the splits evaluated."""
+        self.writer.write_scalars(step, {k: v for k, v in metrics.items() if not k.endswith("_examples")})
+        splits = [k[:-len("_accuracy")] for k in metrics if k.endswith("_accuracy")]
+        logging.info("eval at step %d (epoch %.2f): %s", step, step / self.spe, "; ".join(
+            f"{s} accuracy {metrics[s + '_accuracy']:.4f}  loss {metrics[s + '_loss']:.4f}  "
+            f"({metrics[s + '_examples']} examples)" for s in splits))
 
     def close(self) -> None:
         self.writer.flush()

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lars_jax import optim, parallel
+from lars_jax import noise_scale, optim, parallel
 
 
 @flax.struct.dataclass
@@ -25,6 +25,7 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: jax.Array  # uint32[2] key data; dropout keys fold in the step, device and microbatch
+    noise_scale: noise_scale.EmaState  # the gradient-noise-scale averages (zeros when not measured)
 
 
 def init_state(model, tx: optax.GradientTransformation, image_shape, seed: int) -> TrainState:
@@ -35,7 +36,7 @@ def init_state(model, tx: optax.GradientTransformation, image_shape, seed: int) 
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      rng=jax.random.key_data(state_key))
+                      rng=jax.random.key_data(state_key), noise_scale=noise_scale.ema_init())
 
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
@@ -54,10 +55,15 @@ def default_unroll() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def noise_scale_measurable(mesh, microbatches: int) -> bool:
+    """The step has two batch sizes to compare: several data-parallel devices or microbatches."""
+    return parallel.data_size(mesh) > 1 or microbatches > 1
+
+
 def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int, mesh=None,
                     microbatches: int = 1, unroll: bool | None = None, label_smoothing: float = 0.0,
                     schedule: Callable | None = None, layer_stats_every: int = 0,
-                    layer_stats_kwargs: dict | None = None) -> Callable:
+                    layer_stats_kwargs: dict | None = None, noise_scale_decay: float | None = None) -> Callable:
     """(state, batch) -> (state, metrics); batch {"image": [B, H, W, C], "label": [B]} global arrays.
 
     mesh: a lars_jax.parallel mesh (None: one device). microbatches = k cuts each device's rows
@@ -66,11 +72,20 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
     metrics: loss, accuracy (train batch, means), grad_norm, param_norm, learning_rate (when
     `schedule` is given) and, every `layer_stats_every` steps (0: never), per-tensor LARS
     diagnostics under "layers" (optim.layer_stats with `layer_stats_kwargs`; zeros on other steps).
+
+    noise_scale_decay: when set (and noise_scale_measurable), the gradient noise scale of
+    lars_jax.noise_scale from the step's two batch sizes: B_small = one microbatch when
+    microbatches > 1, else one device's rows, whose squared gradient norms are averaged over
+    pieces and devices (a scalar psum), and B_big = the global batch. metrics["noise_scale"]
+    holds this step's estimates (grad_sq, trace_sigma) and the state's bias-corrected averages
+    (EMA with this decay: avg_grad_sq, avg_trace_sigma, b_simple). Counted in examples: with
+    BatchNorm, a group of g examples is the independent unit (module doc of noise_scale).
     """
     mesh = mesh or parallel.make_mesh(jax.devices()[:1])
     axis = parallel.DATA_AXIS
     k = microbatches
     unroll = default_unroll() if unroll is None else unroll
+    measure = noise_scale_decay is not None and noise_scale_measurable(mesh, k)
 
     def loss_fn(params, batch_stats, images, labels, dropout_key):
         variables = {"params": params, "batch_stats": batch_stats}
@@ -91,19 +106,22 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
         def body(carry, xs):
             i, imgs, labs = xs
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, imgs, labs, jax.random.fold_in(key, i))
-            return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct)), None
+            small_sq = noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
+            return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct, small_sq)), None
 
         if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
+            small_sq = noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
         else:
             zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
-                                                  jnp.zeros((), jnp.int32)))
-            (grads, stats, loss, correct), _ = jax.lax.scan(body, zeros, (jnp.arange(k), mb(images), mb(labels)),
-                                                            unroll=unroll)
+                                                  jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)))
+            (grads, stats, loss, correct, small_sq), _ = jax.lax.scan(
+                body, zeros, (jnp.arange(k), mb(images), mb(labels)), unroll=unroll)
         # check_vma=False: grad of the local loss is this device's gradient alone (with
         # check_vma=True JAX would already sum replicated params' cotangents over devices).
-        grads, stats, loss = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss)), axis)
-        return grads, stats, loss, jax.lax.psum(correct, axis)
+        grads, stats, loss, small_sq = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss, small_sq)),
+                                                     axis)
+        return grads, stats, loss, jax.lax.psum(correct, axis), small_sq
 
     # Manual over `data` only: a `model` axis stays automatic, so split kernels remain split.
     sharded_grads = jax.shard_map(device_grads, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
@@ -112,13 +130,22 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
     def train_step(state: TrainState, batch):
         images, labels = batch["image"], batch["label"]
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        grads, batch_stats, loss, correct = sharded_grads(state.params, state.batch_stats, images, labels,
-                                                          step_key)
+        grads, batch_stats, loss, correct, small_sq = sharded_grads(state.params, state.batch_stats, images,
+                                                                    labels, step_key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": optax.global_norm(grads),
+        big_sq = noise_scale.sq_norm(grads)
+        metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": jnp.sqrt(big_sq),
                    # the loss is computed before the update: this catches a step that broke the params
                    "param_norm": optax.global_norm(params)}
+        averages = state.noise_scale
+        if measure:
+            b_big = labels.shape[0]
+            grad_sq, trace = noise_scale.estimate(small_sq, big_sq, b_big // (parallel.data_size(mesh) * k), b_big)
+            averages = noise_scale.ema_update(averages, grad_sq, trace, noise_scale_decay)
+            avg_grad_sq, avg_trace = noise_scale.ema_values(averages)
+            metrics["noise_scale"] = {"grad_sq": grad_sq, "trace_sigma": trace, "avg_grad_sq": avg_grad_sq,
+                                      "avg_trace_sigma": avg_trace, "b_simple": noise_scale.b_simple(averages)}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         if layer_stats_every:  # computed only on the steps that log them; zeros otherwise
@@ -126,7 +153,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
                 optim.layer_stats(state.params, grads, **(layer_stats_kwargs or {})))
             skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(stats))  # noqa: E731
             metrics["layers"] = jax.lax.cond((state.step + 1) % layer_stats_every == 0, stats, skip)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                                  noise_scale=averages)
         return new_state, metrics
 
     return train_step

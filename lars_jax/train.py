@@ -117,19 +117,31 @@ def layer_stats_kwargs(config) -> dict:
                 denominator=lars.denominator)
 
 
-def evaluate(eval_step, state, config, mesh) -> dict[str, float]:
-    """Top-1 accuracy and mean loss over the whole eval split (each example exactly once)."""
+def evaluate(eval_step, state, config, mesh, split: str = "eval") -> dict[str, float]:
+    """Top-1 accuracy and mean loss over a whole split, each example exactly once:
+    {test_accuracy, test_loss, test_examples} for split "eval" (the dataset's test split),
+    {validation_...} for "validation" (config.data.validation_examples of the train split)."""
     eval_batch = config.loop.eval_batch_size or config.global_batch_size
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for local in data.eval_iterator(config.data, seed=config.seed,
+    for local in data.eval_iterator(config.data, seed=config.seed, split=split,
                                     local_batch_size=parallel.local_batch_size(eval_batch),
                                     process_index=jax.process_index(), process_count=jax.process_count()):
         sums = jax.device_get(eval_step(state, parallel.global_batch(local, mesh)))
         for name in totals:
             totals[name] += float(sums[name])
-    count = max(totals["count"], 1.0)
-    return {"test_accuracy": totals["correct"] / count, "test_loss": totals["loss"] / count,
-            "test_examples": int(totals["count"])}
+    count, name = max(totals["count"], 1.0), "test" if split == "eval" else split
+    return {f"{name}_accuracy": totals["correct"] / count, f"{name}_loss": totals["loss"] / count,
+            f"{name}_examples": int(totals["count"])}
+
+
+def evaluate_all(eval_step, state, config, mesh, *, final: bool) -> dict[str, float]:
+    """The periodic evaluation: the validation split when there is one, else the test split; at
+    the end (final) both."""
+    validation = config.data.validation_examples > 0
+    out = evaluate(eval_step, state, config, mesh, "validation") if validation else {}
+    if final or not validation:
+        out.update(evaluate(eval_step, state, config, mesh))
+    return out
 
 
 class Trainer:
@@ -162,7 +174,10 @@ class Trainer:
             self.model, self.tx, num_classes=self.info.num_classes, mesh=self.mesh,
             microbatches=config.mesh.microbatches, unroll=config.mesh.microbatch_unroll,
             label_smoothing=config.loss.label_smoothing, schedule=self.schedule,
-            layer_stats_every=config.loop.layer_stats_every, layer_stats_kwargs=layer_stats_kwargs(config))
+            layer_stats_every=config.loop.layer_stats_every, layer_stats_kwargs=layer_stats_kwargs(config),
+            noise_scale_decay=config.loop.noise_scale_decay)
+        self.measures_noise_scale = (config.loop.noise_scale_decay is not None
+                                     and steps.noise_scale_measurable(self.mesh, config.mesh.microbatches))
         self.train_step = jax.jit(step, in_shardings=(self.state_sharding, batch), out_shardings=(
             self.state_sharding, repl), donate_argnums=0)
         self.eval_step = jax.jit(steps.make_eval_step(self.model, self.info.num_classes),
@@ -280,6 +295,10 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
                  "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
                  trainer.mesh.size, jax.process_count())
+    if config.loop.noise_scale_decay is not None and not trainer.measures_noise_scale:
+        logging.info("Gradient noise scale not measured: one data-parallel device and one microbatch give one "
+                     "batch size; it needs two (more devices, or config.mesh.microbatches > 1)")
+    tail = loop.NoiseScaleTail(stop, progress)
     preempted = PreemptionWatch()
     pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
     eval_metrics: dict = {}
@@ -302,22 +321,24 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             pending.clear()
             ips = meter.close_window()
             train_loss = report.train(fetched, ips, meter.eta(stop - step))["train_loss"]
+            tail.add(fetched)
+            progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
             ckpt.check()
             if stopped:
-                ckpt.save(step, state, meter.progress(train_loss=train_loss))
+                ckpt.save(step, state, progress)
                 ckpt.wait()
                 logging.warning("SIGTERM: stopped at step %d/%d with a checkpoint in %s; run the same command "
                                 "again to resume (exit code %d).", step, stop, ckpt.directory, EXIT_PREEMPTED)
                 break
             if evaluate_now:
-                eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
+                eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=last)
                 report.eval(step, eval_metrics)
             if save_now:
-                ckpt.save(step, state, meter.progress(train_loss=train_loss))
+                ckpt.save(step, state, progress)
             meter.restart_window()
         ckpt.wait()
         if not eval_metrics and not stopped:  # resumed at the last step: evaluate what was restored
-            eval_metrics = evaluate(trainer.eval_step, state, config, trainer.mesh)
+            eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=True)
             report.eval(step, eval_metrics)
     finally:
         preempted.close()
@@ -328,9 +349,11 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
         "exit_code": EXIT_PREEMPTED if stopped else 0,
         "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
         "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
+        **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
         "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
         "images_per_second": meter.images_per_second(), "global_batch_size": config.global_batch_size,
         "num_devices": trainer.mesh.size, "num_processes": jax.process_count(), "resumed_from_step": start,
+        "noise_scale": tail.result(),
     }
 
 

@@ -378,3 +378,31 @@ def test_synthetic_without_tensorflow():
             "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
+
+
+@needs_idx
+def test_validation_split_is_the_last_10000_train_examples(fashion):
+    # Deterministic: the last 10,000 examples of tfds' stored train order; the other 50,000 train.
+    cfg = _config(**{**fashion.to_dict(), "validation_examples": 10000})
+    info = data.get_info(cfg)
+    assert (info.num_train, info.num_validation, info.num_eval) == (50000, 10000, 10000)
+    train_epoch = _take(data.train_iterator(cfg, seed=SEED, local_batch_size=5000), 10)
+    validation = list(data.eval_iterator(cfg, local_batch_size=2000, split="validation"))
+    whole = _take(data.train_iterator(fashion, seed=SEED, local_batch_size=6000), 10)
+    as_set = lambda batches: _multiset(np.concatenate([_to_pixels(b["image"]) for b in batches]),  # noqa: E731
+                                       np.concatenate([b["label"] for b in batches]))
+    held, trained = as_set(validation), as_set(train_epoch)
+    assert sum(held.values()) == 10000 and sum(trained.values()) == 50000
+    assert held + trained == as_set(whole)  # a split of the 60,000, nothing lost or doubled
+    from lars_jax.data import tfds_util
+    stored = tfds_util.load_split("fashion_mnist", fashion_mnist.ensure_prepared(cfg), "train")
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in validation]), stored.labels[-10000:])
+    with pytest.raises(configs.ConfigError, match="validation_examples"):
+        list(data.eval_iterator(fashion, local_batch_size=100, split="validation"))
+
+
+def test_validation_split_is_refused_where_it_does_not_exist():
+    c = configs.get_base_config()
+    c.data.name, c.data.validation_examples = "synthetic", 1000
+    with pytest.raises(configs.ConfigError, match="config.data.validation_examples: 1000"):
+        configs.validate(c)

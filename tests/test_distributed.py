@@ -45,15 +45,17 @@ def test_microbatch_memory_scales_with_the_piece_not_the_batch():
     assert sizes[8] < 1.5 * sizes[1]
 
 
-@pytest.mark.parametrize("k", [1, 4])
-def test_one_gradient_all_reduce_per_step(k):
-    c = small_config(global_batch_size=256, mesh__microbatches=k)
+@pytest.mark.parametrize("k,noise_scale", [(1, None), (4, None), (1, 0.99), (4, 0.99)])
+def test_one_gradient_all_reduce_per_step(k, noise_scale):
+    c = small_config(global_batch_size=256, mesh__microbatches=k, loop__noise_scale_decay=noise_scale)
     trainer = train.Trainer(c, info=FMNIST)
     report = collectives.all_reduce_report(trainer)
     print(report)
-    # gradient bytes + BatchNorm running statistics + the loss: nothing per microbatch
+    # gradient bytes + BatchNorm running statistics + the loss and the count of correct answers,
+    # + the noise scale's one scalar (the devices' squared gradient norm): nothing per microbatch
     assert report["all_reduce_bytes_in_loops"] == 0
-    assert report["all_reduce_bytes"] == report["gradient_bytes"] + report["batch_stats_bytes"] + 4 + 4
+    scalars = 4 + 4 + (4 if noise_scale else 0)
+    assert report["all_reduce_bytes"] == report["gradient_bytes"] + report["batch_stats_bytes"] + scalars
 
 
 def test_bfloat16_trains_and_keeps_float32_params():

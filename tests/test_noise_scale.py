@@ -242,3 +242,71 @@ def test_sq_norm_dtypes(rng):
     assert value.dtype == jnp.float32 and float(value) == 257.5
     assert ns.sq_norm({"w": jnp.ones(2, jnp.float32)}).dtype == jnp.float32
     assert float(ns.sq_norm({})) == 0.0
+
+
+def _frozen_step(mesh, microbatches, group):
+    """lars_jax's real train step with the LR at 0 (params frozen), measuring the noise scale."""
+    from lars_jax import parallel, steps
+    model = create_model("mlp", num_classes=CLASSES, bn_group_size=group, hidden=(32,))
+    tx = optax.sgd(0.0)
+    step = steps.make_train_step(model, tx, num_classes=CLASSES, mesh=mesh, microbatches=microbatches,
+                                 noise_scale_decay=0.9)
+    sharding = parallel.batch_sharded(mesh)
+    jitted = jax.jit(step)
+
+    def run(state, x, y):
+        batch = {"image": jax.device_put(jnp.asarray(x, jnp.float32).reshape(len(x), 4, 4, 1), sharding),
+                 "label": jax.device_put(jnp.asarray(y, jnp.int32), sharding)}
+        return jitted(state, batch)
+    return model, tx, run
+
+
+def test_train_step_estimates_match_brute_force(rng, seed):
+    """The estimates the train step logs (8 devices, 8 BN groups of 8 each), averaged over 200
+    steps of frozen params, against the exact per-group |G|^2 and tr(Sigma) in float64."""
+    from lars_jax import parallel, steps
+    g, b = 8, 8  # groups of 8 examples, 8 groups per device: b_small = 64, b_big = 512 examples
+    x, y = _teacher_data(rng)
+    mesh = parallel.make_mesh(jax.devices()[:DEVICES])
+    model, tx, run = _frozen_step(mesh, 1, g)
+    state = steps.init_state(model, tx, (4, 4, 1), seed)
+    with jax.enable_x64(True):  # the reference: per-group gradients of the same params in float64
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), state.params)
+        model64 = create_model("mlp", num_classes=CLASSES, bn_group_size=g, hidden=(32,), dtype=jnp.float64)
+
+        def loss(p, xb, yb):
+            logits, _ = model64.apply({"params": p, "batch_stats": state.batch_stats}, xb.reshape(-1, 4, 4, 1),
+                                      train=True, mutable=["batch_stats"])
+            return _softmax_ce(logits, yb)
+
+        xg, yg = x.reshape(N // g, g, DIM), y.reshape(N // g, g)
+        per_group = jax.vmap(lambda xi, yi: ravel_pytree(jax.grad(loss)(params64, xi, yi))[0])
+        grad_sq, trace_groups, n = _exact(per_group(xg, yg))
+    expected = _expected(grad_sq, trace_groups, n, replace=False)
+    expected = (expected[0], expected[1] * g)  # counted in examples: tr(Sigma) per group x group size
+    samples = []
+    for idx in _batches(rng, n, b, replace=False):  # [DEVICES, b] group indices per step
+        state, metrics = run(state, xg[idx].reshape(-1, DIM), yg[idx].reshape(-1))
+        samples.append([float(metrics["noise_scale"]["grad_sq"]), float(metrics["noise_scale"]["trace_sigma"])])
+    _assert_unbiased(np.asarray(samples), expected, "train step, BN groups")
+    assert float(metrics["noise_scale"]["b_simple"]) > 0
+
+
+def test_8_devices_and_1_device_with_8_microbatches_give_the_same_estimates(rng, seed):
+    """The same batches, the same BN groups (one group per piece): devices or microbatches, the
+    small batch is the same 64 examples, so the estimates agree to float32 rounding."""
+    from lars_jax import parallel, steps
+    x, y = _teacher_data(rng)
+    results = []
+    for mesh, k in ((parallel.make_mesh(jax.devices()[:DEVICES]), 1), (parallel.make_mesh(jax.devices()[:1]), 8)):
+        model, tx, run = _frozen_step(mesh, k, group=64)
+        state = steps.init_state(model, tx, (4, 4, 1), seed)
+        order = np.random.default_rng(seed).permutation(N)
+        got = []
+        for t in range(4):
+            idx = order[t * 512:(t + 1) * 512]
+            state, metrics = run(state, x[idx], y[idx])
+            got.append([float(v) for v in (metrics["noise_scale"]["grad_sq"], metrics["noise_scale"]["trace_sigma"],
+                                           metrics["noise_scale"]["b_simple"])])
+        results.append(np.asarray(got))
+    np.testing.assert_allclose(results[0], results[1], rtol=2e-4)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lars_jax import configs, sweep
+from lars_jax.sweep import critical_batch  # noqa: F401 - sweep.critical_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_CONFIG = os.path.join(ROOT, "experiments", "sweeps", "fashion_mnist_batch.py")
@@ -168,27 +169,34 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
     stdout = _run_quick(workdir, out)
     s = sweep.apply_quick(load_sweep())
     n_cells = sum(len(s.optimizers[o].lr_multipliers) for o in s.optimizer_order) * len(s.batch_sizes)
-    assert stdout.count(" acc ") == n_cells, stdout
+    assert stdout.count(" val ") == n_cells, stdout
 
     # results.json: schema, one record per cell, the selection rule applied.
     with open(out / sweep.RESULTS_JSON) as f:
         doc = json.load(f)
     assert doc["schema_version"] == sweep.SCHEMA_VERSION
     for key in ("sweep", "description", "sweep_seconds", "cell_seconds", "machine", "batch_sizes", "optimizers",
-                "seeds", "selection", "base_config", "summary", "cells"):
+                "seeds", "selection", "base_config", "summary", "prediction", "cells"):
         assert key in doc, key
     assert len(doc["cells"]) == n_cells
     for c in doc["cells"]:
         assert c["status"] == "ok" and 0.1 < c["test_accuracy"] <= 1.0, c  # better than chance after a few steps
+        assert 0.1 < c["validation_accuracy"] <= 1.0 and c["train_loss_curve"], c
+        # batch 256 runs in 8 pieces of one BN group: the noise scale is measured there only
+        assert bool(c["b_simple_curve"]) == (c["batch_size"] in s.noise_scale_batch_sizes), c
         assert c["final_step"] == s.base.schedule.total_steps
         assert os.path.exists(os.path.join(c["workdir"], "results.json"))
         assert any(f.startswith("events.out.tfevents") for f in os.listdir(c["workdir"]))
     assert len(doc["summary"]) == len(s.batch_sizes) * len(s.optimizer_order)
     for row in doc["summary"]:
-        trials = {float(k): v for k, v in row["trial_accuracies"].items()}
+        trials = {float(k): v for k, v in row["trial_validation_accuracies"].items()}
         assert set(trials) == set(s.optimizers[row["optimizer"]].lr_multipliers)
-        assert trials[row["lr_multiplier"]] == max(trials.values())  # best trial selected
+        assert trials[row["lr_multiplier"]] == max(trials.values())  # best validation trial selected
         assert row["mean_accuracy"] == pytest.approx(row["accuracies"][0])
+        chosen = next(c for c in doc["cells"] if c["optimizer"] == row["optimizer"]
+                      and c["batch_size"] == row["batch_size"] and c["lr_multiplier"] == row["lr_multiplier"])
+        assert row["accuracies"][0] == chosen["test_accuracy"]  # the table reports test accuracy
+    assert set(doc["prediction"]) == set(s.optimizer_order)
 
     # results.md: the table, every optimizer and batch, the LR search table.
     md = (out / sweep.RESULTS_MD).read_text()
@@ -196,10 +204,10 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
         assert s.optimizers[o].label in md
     for b in s.batch_sizes:
         assert f"| {b:,} |" in md
-    assert "LR search" in md and "no validation split" in md
+    assert "LR search" in md and "validation accuracy %, which chooses" in md and "B_crit" in md
 
     # The plots: real PNGs with content; trust ratios read back from the LARS cells' TensorBoard events.
-    for png in (sweep.ACCURACY_PNG, sweep.TRUST_PNG):
+    for png in (sweep.ACCURACY_PNG, sweep.TRUST_PNG, sweep.NOISE_PNG):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, png
     lars = next(c for c in doc["cells"] if c["optimizer"] == "lars")
@@ -223,3 +231,29 @@ def test_mlp_parameter_count_and_outputs():
     assert models.param_count(variables["params"]) == 784 * 512 + 512 * 2 + 512 * 256 + 256 * 2 + 256 * 10 + 10
     logits, _ = model.apply(variables, jnp.ones((8, 28, 28, 1)), train=True, mutable=["batch_stats"])
     assert logits.shape == (8, 10)
+
+
+def test_critical_batch_fit_recovers_a_known_tradeoff(rng):
+    # S(B) = S_min + E_min / B exactly, then with 3% noise: B_crit = E_min / S_min = 512.
+    s_min, e_min = 200.0, 102400.0
+    batches = [64, 256, 1024, 4096, 16384]
+    exact = sweep.critical_batch.fit(batches, [s_min + e_min / b for b in batches])
+    assert exact["s_min"] == pytest.approx(s_min) and exact["e_min"] == pytest.approx(e_min)
+    assert exact["b_crit"] == pytest.approx(512) and exact["relative_rms_error"] < 1e-9
+    noisy = sweep.critical_batch.fit(batches, [(s_min + e_min / b) * rng.uniform(0.97, 1.03) for b in batches])
+    assert noisy["b_crit"] == pytest.approx(512, rel=0.15)
+    # Steps that grow with the batch describe no trade-off: no B_crit rather than a meaningless one.
+    assert sweep.critical_batch.fit([256, 4096], [10, 40])["b_crit"] is None
+    with pytest.raises(ValueError, match="two distinct"):
+        sweep.critical_batch.fit([256, 256], [10, 12])
+
+
+def test_steps_to_target_knee_and_thirds():
+    cb = sweep.critical_batch
+    curve = [(10, 2.0), (20, 1.2), (30, float("nan")), (40, 0.9), (50, 0.95)]
+    assert cb.steps_to_target(curve, 1.0) == 40 and cb.steps_to_target(curve, 0.5) is None
+    rows = [{"batch_size": b, "mean_validation_accuracy": a} for b, a in ((256, 0.90), (1024, 0.895), (4096, 0.887),
+                                                                           (16384, 0.80))]
+    assert cb.knee(rows) == 4096  # 0.887 < 0.90 - 0.01; 1,024 lost only half a point
+    assert cb.knee(rows[:2]) is None
+    assert cb.thirds([(i, float(i)) for i in range(9)]) == [1.0, 4.0, 7.0]

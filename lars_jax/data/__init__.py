@@ -56,8 +56,11 @@ def train_iterator(cfg, *, seed: int, local_batch_size: int, process_index: int 
 
 
 def eval_iterator(cfg, *, seed: int = 0, local_batch_size: int, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict]:
-    """One padded pass over the eval split, this process's part of each global eval batch."""
+                  process_count: int = 1, split: str = "eval") -> Iterator[dict]:
+    """One padded pass over a split, this process's part of each global eval batch. split: "eval"
+    (the dataset's test / validation split) or "validation" (cfg.validation_examples held out of
+    the train split; in-memory datasets only)."""
     _check(local_batch_size, process_index, process_count)
+    kwargs = {"split": split} if split != "eval" else {}
     return _dataset(cfg).eval_iterator(cfg, seed=seed, local_batch_size=local_batch_size,
-                                       process_index=process_index, process_count=process_count)
+                                       process_index=process_index, process_count=process_count, **kwargs)

@@ -23,6 +23,7 @@ class DatasetInfo:
     num_eval: int  # examples in the eval split
     image_shape: tuple  # (H, W, C) after preprocessing: what the model sees
     num_classes: int
+    num_validation: int = 0  # examples held out of the train split (config.data.validation_examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Dataset:
     get_info: Callable[..., DatasetInfo]
     train_iterator: Callable[..., Iterator[dict]]
     eval_iterator: Callable[..., Iterator[dict]]
+    supports_validation = False  # can hold out config.data.validation_examples of the train split
 
 
 def offline() -> bool:

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lars_jax.data import augment, base, indexing
+from lars_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,27 +98,41 @@ class TfdsInMemory:
     available: Callable[..., bool] = lambda cfg: False
     train_split: str = "train"
     eval_split: str = "test"
+    supports_validation = True
 
-    def _check(self, cfg) -> None:
+    def _held_out(self, cfg) -> int:
+        """config.data.validation_examples, checked: the last N train examples are held out."""
         base.native_image_size(cfg, self.name, self.info.image_shape[0])
+        held = int(cfg.get("validation_examples") or 0)
+        if not 0 <= held < self.info.num_train:
+            raise ConfigError(f"config.data.validation_examples: must lie in [0, {self.info.num_train}) for "
+                              f"{self.name}, got {held}")
+        return held
 
     def get_info(self, cfg) -> base.DatasetInfo:
-        self._check(cfg)
+        held = self._held_out(cfg)
         if not self.available(cfg):
             self.prepare(cfg)
-        return self.info
+        return dataclasses.replace(self.info, num_train=self.info.num_train - held, num_validation=held)
 
     def _split(self, cfg, split: str) -> Split:
+        """"train" (without the held-out examples), "validation" (them) or "eval" (the test split)."""
         from lars_jax.data import tfds_util
-        self._check(cfg)
-        return tfds_util.load_split(self.name, self.prepare(cfg), split)
+        held = self._held_out(cfg)
+        if split == "eval":
+            return tfds_util.load_split(self.name, self.prepare(cfg), self.eval_split)
+        whole = tfds_util.load_split(self.name, self.prepare(cfg), self.train_split)
+        keep = slice(len(whole.labels) - held, None) if split == "validation" else slice(0, len(whole.labels) - held)
+        return Split(images=whole.images[keep], labels=whole.labels[keep])
 
     def train_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1, start_step=0):
-        return train_batches(self._split(cfg, self.train_split), self.preprocessing, seed=seed,
+        return train_batches(self._split(cfg, "train"), self.preprocessing, seed=seed,
                              augment_images=cfg.augment, local_batch_size=local_batch_size,
                              process_index=process_index, process_count=process_count, start_step=start_step)
 
-    def eval_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1):
+    def eval_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1, split="eval"):
         del seed  # the eval split is read in order
-        return eval_batches(self._split(cfg, self.eval_split), self.preprocessing, local_batch_size=local_batch_size,
+        if split == "validation" and not self._held_out(cfg):
+            raise ConfigError("config.data.validation_examples: 0, so there is no validation split; set it > 0")
+        return eval_batches(self._split(cfg, split), self.preprocessing, local_batch_size=local_batch_size,
                             process_index=process_index, process_count=process_count)

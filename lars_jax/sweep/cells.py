@@ -56,6 +56,9 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
     c.loop.layer_stats_every = c.loop.log_every
     c.loop.checkpoint_every = 10**9  # only the final step: the sweep needs results, not resumable cells
     c.loop.keep_checkpoints = 1
+    if batch_size in sweep.get("noise_scale_batch_sizes", ()):
+        # pieces of one BN group each: the same math, and two batch sizes for the noise scale
+        c.mesh.microbatches = sweep.noise_scale_microbatches
     c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
     return c
 
@@ -81,6 +84,7 @@ def extra_seed_batches(sweep) -> set[int]:
 
 
 def selection_score(record: dict) -> float:
-    """What picks the best LR trial: final test accuracy; -1 for a diverged or missing result."""
-    acc = record.get("test_accuracy")
+    """What picks the best LR trial: final validation accuracy (never the test set's); -1 for a
+    diverged or missing result."""
+    acc = record.get("validation_accuracy")
     return -1.0 if record.get("status") != "ok" or acc is None or not math.isfinite(acc) else acc

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from lars_jax.sweep.cells import apply_quick
 from lars_jax.sweep.report import RESULTS_JSON
 from lars_jax.sweep.run import run_sweep
+from lars_jax.errors import UserError
 from lars_jax.workdir import read_json
 
 USAGE = ("usage: python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py "
@@ -75,5 +76,8 @@ def main(argv=None) -> int:
     import jax
     print(f"sweep {sweep.name}: {len(jax.devices())} {jax.devices()[0].platform} device(s); "
           f"workdir {fv.workdir}", flush=True)
-    run_sweep(sweep, fv.workdir, fv.out, log=lambda s: print(s, flush=True))
+    try:
+        run_sweep(sweep, fv.workdir, fv.out, log=lambda s: print(s, flush=True))
+    except UserError as e:
+        sys.exit(f"error: {' '.join(str(e).split())}")
     return 0

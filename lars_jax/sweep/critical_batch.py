@@ -38,3 +38,57 @@ def fit(batches: Sequence[float], steps: Sequence[float]) -> dict:
     ok = s_min > 0 and e_min > 0
     return {"s_min": float(s_min), "e_min": float(e_min), "b_crit": float(e_min / s_min) if ok else None,
             "relative_rms_error": rms, "points": [[float(x), float(y)] for x, y in zip(b, s)]}
+
+
+def _first_seed_cell(sweep, records, row) -> dict | None:
+    return next((r for r in records if r["optimizer"] == row["optimizer"] and r["batch_size"] == row["batch_size"]
+                 and r["lr_multiplier"] == row["lr_multiplier"] and r["seed"] == sweep.seeds[0]), None)
+
+
+def thirds(curve: Sequence[tuple[int, float]]) -> list[float | None]:
+    """Mean of the finite values in the first, middle and last third of a curve's points."""
+    values = [v for _, v in curve]
+    n = len(values)
+    out = []
+    for part in (values[:n // 3], values[n // 3:2 * n // 3], values[2 * n // 3:]):
+        ok = [v for v in part if math.isfinite(v)]
+        out.append(sum(ok) / len(ok) if ok else None)
+    return out
+
+
+def knee(rows: list[dict], points: float = 0.01) -> int | None:
+    """The smallest batch whose mean validation accuracy is more than `points` below the smallest
+    batch's (None if none is)."""
+    rows = sorted((r for r in rows if r["mean_validation_accuracy"] is not None), key=lambda r: r["batch_size"])
+    if not rows:
+        return None
+    base = rows[0]["mean_validation_accuracy"]
+    return next((r["batch_size"] for r in rows[1:] if r["mean_validation_accuracy"] < base - points), None)
+
+
+def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
+    """The sweep's test of the noise-scale prediction, per optimizer: B_simple over training of its
+    smallest-batch run (first seed, selected LR), B_crit fitted to the steps each batch needed to
+    reach a train-loss target that every one of those runs reaches (the largest of their lowest
+    logged losses), and the knee: the smallest batch losing > 1 point of validation accuracy."""
+    out = {}
+    for opt in sweep.optimizer_order:
+        rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])
+        cells = [c for c in (_first_seed_cell(sweep, records, r) for r in rows) if c and c["train_loss_curve"]]
+        if not cells:
+            continue
+        target = max(min(v for _, v in c["train_loss_curve"]) for c in cells)
+        reached = [(c["batch_size"], steps_to_target(c["train_loss_curve"], target)) for c in cells]
+        reached = [(b, s) for b, s in reached if s is not None]
+        smallest = cells[0]
+        entry = {"label": sweep.optimizers[opt].label, "target_train_loss": target,
+                 "steps_to_target": {str(b): s for b, s in reached}, "knee_batch": knee(rows),
+                 "b_simple_batch": smallest["batch_size"],
+                 "b_simple_thirds": thirds(smallest.get("b_simple_curve") or []),
+                 "b_simple_last_20pct": (smallest.get("noise_scale") or {}).get("b_simple")}
+        try:
+            entry["fit"] = fit(*zip(*reached)) if len({b for b, _ in reached}) >= 2 else None
+        except ValueError:
+            entry["fit"] = None
+        out[opt] = entry
+    return out

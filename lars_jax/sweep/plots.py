@@ -6,6 +6,7 @@ from lars_jax.sweep.events import read_scalars
 
 ACCURACY_PNG = "accuracy_vs_batch.png"
 TRUST_PNG = "trust_ratios.png"
+NOISE_PNG = "noise_scale.png"
 
 
 def plot_accuracy(sweep, summary, records, path: str) -> None:
@@ -22,7 +23,7 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
         spec = sweep.optimizers[opt]
         searched = len(spec.lr_multipliers) > 1
         pts = [(r["batch_size"], 100 * r["mean_accuracy"]) for r in rows if r["mean_accuracy"] is not None]
-        label = spec.label + (f" (best of {len(spec.lr_multipliers)} LRs)" if searched else "")
+        label = spec.label + (f" (chosen of {len(spec.lr_multipliers)} LRs)" if searched else "")
         xs, ys = zip(*pts) if pts else ((), ())
         line, = ax.plot(xs, ys, marker=markers[i % len(markers)], label=label)
         color = line.get_color()
@@ -40,7 +41,7 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
     batches = sorted({r["batch_size"] for r in summary})
     ax.set_xticks(batches, [f"{b:,}" for b in batches])
     ax.set_xlabel("global batch size (log scale)")
-    ax.set_ylabel("top-1 test accuracy (%)")
+    ax.set_ylabel("top-1 test accuracy (%), LR chosen on validation")
     b = sweep.base
     budget = f"{b.schedule.num_epochs:g} epochs" if b.schedule.total_steps is None else f"{b.schedule.total_steps} steps"
     ax.set_title(f"{b.data.name}, {b.model.name}, {budget} per run")
@@ -107,6 +108,42 @@ def plot_trust_ratios(sweep, summary, records, path: str) -> None:
                      f"(peak LR {rec['peak_learning_rate']:.3g})")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_noise_scale(sweep, summary, records, path: str) -> None:
+    """B_simple (EMA, as logged) over training of each optimizer's run at the smallest batch
+    (first seed, chosen LR) that measured it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = []
+    for opt in sweep.optimizer_order:
+        rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])
+        for row in rows:
+            rec = next((c for c in records if c["optimizer"] == opt and c["batch_size"] == row["batch_size"]
+                        and c["lr_multiplier"] == row["lr_multiplier"] and c["seed"] == sweep.seeds[0]
+                        and c.get("b_simple_curve")), None)
+            if rec is not None:
+                runs.append(rec)
+                break
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for rec in runs:
+        spe = rec["steps_per_epoch"] or 1
+        pts = [(s / spe, v) for s, v in rec["b_simple_curve"] if v == v]  # drop nan (not yet measurable)
+        if pts:
+            ax.plot(*zip(*pts), label=f"{sweep.optimizers[rec['optimizer']].label}, batch {rec['batch_size']:,}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("B_simple = tr(Sigma) / |G|^2  (examples)")
+    ax.set_title(f"gradient noise scale, {sweep.base.model.name} on {sweep.base.data.name}")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -6,13 +6,14 @@ import math
 import os
 
 from lars_jax.sweep.cells import optimizer_config
+from lars_jax.sweep.critical_batch import prediction
 from lars_jax.workdir import write_text
-from lars_jax.sweep.plots import ACCURACY_PNG, TRUST_PNG, plot_accuracy, plot_trust_ratios
+from lars_jax.sweep.plots import ACCURACY_PNG, NOISE_PNG, TRUST_PNG, plot_accuracy, plot_noise_scale, plot_trust_ratios
 from lars_jax.sweep.summary import summarise
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: LRs selected on a validation split; the noise-scale prediction
 
 
 def _pct(x) -> str:
@@ -48,7 +49,8 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
     cols = [c for c in columns(sweep) if any(r["optimizer"] == c[0] for r in summary)]
     batches = sorted({r["batch_size"] for r in summary})
     by = {(r["optimizer"], r["batch_size"]): r for r in summary}
-    lines = [f"# Sweep `{sweep.name}`: top-1 test accuracy (%) vs global batch size", "", meta["description"], ""]
+    lines = [f"# Sweep `{sweep.name}`: top-1 test accuracy (%) vs global batch size, LRs chosen on validation", "",
+             meta["description"], ""]
     lines += ["| batch | steps/epoch | steps | " + " | ".join(h for _, _, h in cols) + " |",
               "|" + "---|" * (3 + len(cols))]
     for b in batches:
@@ -64,14 +66,14 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
             cells.append(f"{_acc_text(stats)}<br>LR {lr:.3g}")
         lines.append(f"| {b:,} | {any_row['steps_per_epoch']} | {any_row['total_steps'] or ''} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "Bold: mean over seeds, each seed's accuracy in brackets where more than one ran (the extra "
-              "seeds run at the selected LR only). LR: the peak learning rate. \"rule's LR\": the optimizer's "
-              "scaling rule alone (multiplier 1); \"best of N\": the trial with the best first-seed test accuracy "
-              "(selection on the test set: there is no validation split, which flatters the searched columns).", ""]
+    lines += ["", "Test accuracy on the test split, which chose nothing. Bold: mean over seeds, each seed's "
+              "accuracy in brackets where more than one ran (the extra seeds run at the selected LR only). LR: the "
+              "peak learning rate. \"rule's LR\": the optimizer's scaling rule alone (multiplier 1); \"chosen of "
+              "N\": the trial with the best first-seed accuracy on the validation split.", ""]
     searched = [o for o in sweep.optimizer_order
                 if len(sweep.optimizers[o].lr_multipliers) > 1 and any(r["optimizer"] == o for r in summary)]
     if searched:
-        lines += ["## LR search (first seed; selection by test accuracy, no validation split)", ""]
+        lines += ["## LR search (first seed; validation accuracy %, which chooses)", ""]
         for o in searched:
             mults = list(sweep.optimizers[o].lr_multipliers)
             lines.append(f"**{sweep.optimizers[o].label}**, multipliers {', '.join(f'{m:g}' for m in mults)} of "
@@ -82,25 +84,55 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
                 r = by.get((o, b))
                 if r is None:
                     continue
-                trial = r["trial_accuracies"]
+                trial = r["trial_validation_accuracies"]
                 lines.append(f"| {b:,} | " + " | ".join(
                     (_pct(trial[f"{m:g}"]) + (" *" if float(m) == r["lr_multiplier"] else ""))
                     if f"{m:g}" in trial else "" for m in mults) + " |")
             lines.append("")
-    lines += ["## Every cell", "", "| optimizer | batch | peak LR | seed | test acc. % | train loss | steps | s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += _prediction_lines(meta.get("prediction", {}))
+    lines += ["## Every cell", "", "| optimizer | batch | peak LR | seed | val. acc. % | test acc. % | train loss "
+              "| B_simple (last 20%) | steps | s |", "|---|---|---|---|---|---|---|---|---|---|"]
     order = list(sweep.optimizer_order)
     for r in sorted(records, key=lambda r: (r["batch_size"], order.index(r["optimizer"]) if r["optimizer"] in order
                                             else len(order), r["lr_multiplier"], r["seed"])):
-        tl = r["train_loss"]
+        tl, ok = r["train_loss"], r["status"] == "ok"
+        gns = (r.get("noise_scale") or {}).get("b_simple")
         lines.append(f"| {sweep.optimizers[r['optimizer']].label} | {r['batch_size']:,} | {r['peak_learning_rate']:.4g} "
-                     f"| {r['seed']} | {_pct(r['test_accuracy']) if r['status'] == 'ok' else r['status']} "
-                     f"| {'' if tl is None or not math.isfinite(tl) else f'{tl:.4f}'} | {r['final_step'] or ''} "
-                     f"| {r['wall_seconds']:.0f} |")
+                     f"| {r['seed']} | {_pct(r.get('validation_accuracy')) if ok else r['status']} "
+                     f"| {_pct(r['test_accuracy']) if ok else ''} "
+                     f"| {'' if tl is None or not math.isfinite(tl) else f'{tl:.4f}'} | {_num(gns)} "
+                     f"| {r['final_step'] or ''} | {r['wall_seconds']:.0f} |")
     lines += ["", f"Cells: {len(records)}; seconds summed over the cells (compile, train, eval): "
               f"{meta['cell_seconds']:.0f}; this invocation's wall time: {meta['sweep_seconds']:.0f} s on "
               f"{meta['machine']}.", ""]
     return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:,.0f}"
+
+
+def _prediction_lines(pred: dict) -> list[str]:
+    """The noise-scale prediction against the sweep: B_simple, B_crit fitted, the observed knee."""
+    if not pred:
+        return []
+    lines = ["## How large can the batch be? B_simple, B_crit and the knee", "",
+             "| optimizer | B_simple at batch b (early / mid / late third; last 20%) | B_crit fitted "
+             "(S_min, E_min; rel. RMS) | train-loss target | steps to it per batch | knee: first batch "
+             "> 1 point below the smallest (validation) |", "|---|---|---|---|---|---|"]
+    for entry in pred.values():
+        early, mid, late = entry["b_simple_thirds"]
+        fit = entry.get("fit") or {}
+        fitted = (f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; "
+                  f"{100 * fit['relative_rms_error']:.0f}%)" if fit.get("b_crit") else "no fit (S_min or E_min <= 0)")
+        steps = ", ".join(f"{int(b):,}: {s}" for b, s in entry["steps_to_target"].items())
+        lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
+                     f"{_num(late)}; {_num(entry['b_simple_last_20pct'])} | {fitted} | "
+                     f"{entry['target_train_loss']:.3f} | {steps} | "
+                     f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} |")
+    return lines + ["", "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), in examples (with BatchNorm: "
+                        "per-group noise scale x group size). B_crit from S(B) = S_min + E_min / B fitted to the "
+                        "steps each batch's run (first seed, chosen LR) needed to reach the target.", ""]
 
 
 def _describe(sweep) -> str:
@@ -132,24 +164,27 @@ def write_outputs(sweep, records: list[dict], out: str, *, sweep_seconds: float,
     summary = summarise(sweep, records)
     meta = {"description": _describe(sweep), "sweep_seconds": sweep_seconds,
             "cell_seconds": sum(r["wall_seconds"] for r in records),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "num_train": num_train}
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "num_train": num_train,
+            "prediction": prediction(sweep, summary, records)}
     doc = {"schema_version": SCHEMA_VERSION, "sweep": sweep.name, **meta,
            "batch_sizes": sorted(sweep.batch_sizes), "optimizers": {
                o: {"label": sweep.optimizers[o].label, "overrides": sweep.optimizers[o].overrides.to_dict(),
                    "lr_multipliers": list(sweep.optimizers[o].lr_multipliers)} for o in sweep.optimizer_order},
            "seeds": list(sweep.seeds), "extra_seeds": list(sweep.extra_seeds),
-           "selection": "best first-seed final test accuracy among the LR trials (no validation split)",
+           "selection": "best first-seed final validation accuracy among the LR trials; the test split "
+                        "chooses nothing",
            "base_config": json.loads(sweep.base.to_json_best_effort()),
-           "summary": summary, "cells": records}
+           "summary": summary, "prediction": meta["prediction"], "cells": records}
     write_text(os.path.join(out, RESULTS_JSON), json.dumps(doc, indent=2))
     write_text(os.path.join(out, RESULTS_MD), markdown(sweep, summary, records, meta))
     try:
         plot_accuracy(sweep, summary, records, os.path.join(out, ACCURACY_PNG))
         plot_trust_ratios(sweep, summary, records, os.path.join(out, TRUST_PNG))
+        plot_noise_scale(sweep, summary, records, os.path.join(out, NOISE_PNG))
     except ImportError as e:  # matplotlib is an optional extra
         if log:
             log(f"plots skipped: {e}")
     if log:
-        log(f"wrote {os.path.join(out, RESULTS_MD)}, {RESULTS_JSON}, {ACCURACY_PNG}, {TRUST_PNG}")
+        log(f"wrote {os.path.join(out, RESULTS_MD)}, {RESULTS_JSON}, {ACCURACY_PNG}, {TRUST_PNG}, {NOISE_PNG}")
     return doc
 

@@ -7,6 +7,8 @@ import time
 
 import ml_collections
 
+from lars_jax.errors import ConfigError
+from lars_jax.sweep.events import read_scalars
 from lars_jax.workdir import read_json, write_text
 
 from lars_jax.sweep.cells import (Cell, cell_config, extra_seed_batches, peak_learning_rate, plan,
@@ -38,15 +40,25 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
         "base_learning_rate": cell.config.schedule.base_learning_rate, "lr_scaling": cell.config.schedule.lr_scaling,
         "base_batch_size": cell.config.schedule.base_batch_size, "peak_learning_rate": peak_learning_rate(cell.config),
         "status": status, "message": message,
+        "validation_accuracy": results.get("validation_accuracy"), "validation_loss": results.get("validation_loss"),
         "test_accuracy": results.get("test_accuracy"), "test_loss": results.get("test_loss"),
         "train_loss": results.get("train_loss"), "final_step": results.get("final_step"),
         "steps_per_epoch": spe, "epochs": results.get("epochs"),
         "wall_seconds": time.time() - t0, "images_per_second": results.get("images_per_second"),
-        "workdir": cell_dir, "skipped": False,
+        "workdir": cell_dir, "skipped": False, "noise_scale": results.get("noise_scale"),
+        # the curves the critical-batch fit and the noise-scale plot read, from the TensorBoard events
+        **_curves(cell_dir),
     }
     os.makedirs(cell_dir, exist_ok=True)
     write_text(os.path.join(cell_dir, "sweep_cell.json"), json.dumps(record, indent=2))
     return record
+
+
+def _curves(cell_dir: str) -> dict:
+    if not os.path.exists(cell_dir):
+        return {"train_loss_curve": [], "b_simple_curve": []}
+    series = read_scalars(cell_dir, "")
+    return {"train_loss_curve": series.get("train_loss", []), "b_simple_curve": series.get("gns/b_simple", [])}
 
 
 def _num_train(config) -> int:
@@ -57,6 +69,9 @@ def _num_train(config) -> int:
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, out: str | None = None, *, log=print) -> dict:
     """Runs (or resumes) every cell; rewrites the outputs in `out` after each; returns the summary."""
     out = out or workdir
+    if not sweep.base.data.validation_examples:
+        raise ConfigError("sweep base.data.validation_examples: 0, but the sweep selects every LR on a validation "
+                          "split, never on the test set; set it (e.g. 10000)")
     os.makedirs(workdir, exist_ok=True)
     os.makedirs(out, exist_ok=True)
     num_train = _num_train(sweep.base)
@@ -68,9 +83,9 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, out: str | None = 
         cell = Cell(opt, b, float(mult), int(seed), cell_config(sweep, opt, b, mult, seed, num_train))
         rec = run_cell(cell, workdir, num_train)
         records.append(rec)
-        acc = rec["test_accuracy"]
+        val, acc = rec["validation_accuracy"], rec["test_accuracy"]
         log(f"[{time.time() - t0:7.1f}s] {rec['cell']:<44} peak LR {rec['peak_learning_rate']:<8.4g} "
-            + (f"acc {acc:.4f}" if acc is not None else rec["status"])
+            + (f"val {val:.4f} test {acc:.4f}" if acc is not None and val is not None else rec["status"])
             + ("  (done before: skipped)" if rec["skipped"] else f"  {rec['wall_seconds']:.1f}s"))
         write_outputs(sweep, records, out, sweep_seconds=time.time() - t0, num_train=num_train, log=None)
         return rec
