@@ -48,10 +48,29 @@ def strict(record: dict, reasons: dict[str, str] | None = None) -> dict:
     return out
 
 
+def finite_or_none(value):
+    """`value` (nested dicts, lists, tuples) with every non-finite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str, text: str) -> None:
-    """Written atomically: a temporary file in the same directory, then renamed over `path`."""
+    """Written atomically: a temporary file in the same directory, then renamed over `path`, with
+    the permissions open() would give a new file (mkstemp's are 0600: unreadable to a group)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

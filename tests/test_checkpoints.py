@@ -1,6 +1,7 @@
 """lars_jax.checkpoints: digests, verified restore with fallback, refusal of another run's state."""
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,8 +102,7 @@ def test_restore_returns_the_saved_state_and_progress(tmp_path, rng):
     write(tmp_path, states)
     restored, progress = restore(tmp_path, states[10])
     assert progress == {"train_loss": 20.0}
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states[20])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(restored, states[20])
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
@@ -113,8 +113,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     with caplog.at_level("WARNING"):
         restored, progress = restore(tmp_path, states[10])
     assert progress == {"train_loss": 10.0}
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states[10])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(restored, states[10])
     warnings = [r.getMessage() for r in caplog.records if "step 20" in r.getMessage()]
     assert len(warnings) == 1 and "not intact" in warnings[0], caplog.text
     # moved out of orbax's reach, not deleted; the next save of step 20 is a fresh one

@@ -49,6 +49,8 @@ FM = "--config experiments/fashion_mnist.py"
 R50 = "--config experiments/resnet50_32k.py"
 SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py " \
         "--workdir runs/sweep_fashion_mnist --out benchmarks/results/sweep_fashion_mnist"
+CNN_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_cnn_batch.py " \
+            "--workdir runs/sweep_fashion_mnist_cnn --out benchmarks/results/sweep_fashion_mnist_cnn"
 RETRY_LOOP = ("while true; do\n"
               f".venv/bin/python -m lars_jax.main {FM} --workdir runs/fm; rc=$?\n"
               "[ $rc -eq 75 ] || break\ndone\nexit $rc")
@@ -60,6 +62,7 @@ COMMANDS = {
     "--config.schedule.base_learning_rate=10 --config.schedule.num_epochs=10":
         Run(("--config.loop.stop_after_steps=1", "--config.loop.eval_batch_size=2000"), "results in"),
     SWEEP: Run(("--quick",), "wrote"),  # README.md and docs/results.md
+    CNN_SWEEP: Run(("--quick",), "wrote"),
     ".venv/bin/jupyter lab notebooks/": Run(instead=".venv/bin/jupyter lab --version", expect="4.",
                                             reason="an interactive server: check that JupyterLab is installed"),
     "LARS_JAX_NOTEBOOK_SMOKE=1 .venv/bin/jupyter execute notebooks/quickstart.ipynb": Run(),
@@ -68,6 +71,9 @@ COMMANDS = {
         Fails(("ILSVRC2012_img_train.tar", "tfds build imagenet2012")),
     f".venv/bin/python -m lars_jax.main {R50} --workdir runs/smoke --config.data.name=synthetic --config.data.image_size=64 "
     "--config.global_batch_size=64 --config.mesh.microbatches=1 --config.loop.stop_after_steps=2": Run(expect="results in"),
+    # docs/noise-scale.md
+    ".venv/bin/python benchmarks/noise_scale_overhead.py --out benchmarks/results/noise_scale_overhead_cpu.json":
+        Run(("--rounds", "1", "--steps", "1"), "wrote"),
     # docs/failures.md
     RETRY_LOOP: Run(TINY, "results in"),
     # docs/scaling.md

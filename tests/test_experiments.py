@@ -8,6 +8,7 @@ import glob
 import math
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
@@ -119,9 +120,7 @@ def test_train_step_builds_on_abstract_shapes(path):
     assert batch["image"].shape == (config.global_batch_size, *info.image_shape)
     new_state, metrics = jax.eval_shape(trainer.train_step, state, batch)
     # The step maps the state onto itself: same tree, shapes and dtypes.
-    assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
-        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
     for name in ("loss", "accuracy", "grad_norm", "learning_rate"):
         assert metrics[name].shape == () and jnp.issubdtype(metrics[name].dtype, jnp.floating), name
     # A classifier kernel with one output per class.

@@ -4,7 +4,6 @@ and the fix, a non-zero exit, no traceback, and no lost data."""
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """lars_jax.optim against a float64 NumPy reference written from the paper's formula, and against optax."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,10 +252,8 @@ def test_lars_update_is_the_same_on_8_devices_replicated_and_sharded(rng):
     sharded = train(params, lambda t: {"wide": {"kernel": NamedSharding(mesh, P(None, "data"))},
                                        "conv": jax.tree.map(lambda _: NamedSharding(mesh, P()), t["conv"])})
     assert sharded["wide"]["kernel"].sharding.spec == P(None, "data")
-    for other in (replicated, sharded):
-        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(other)):
-            # a sharded norm sums in a different order: float32 rounding, nothing more
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for other in (replicated, sharded):  # a sharded norm sums in a different order: float32 rounding
+        chex.assert_trees_all_close(single, other, rtol=1e-6, atol=1e-7)
 
 
 def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default(rng):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lars_jax import configs, sweep
@@ -139,18 +140,18 @@ def test_bad_command_line_is_one_line_naming_the_flag(argv, flag, sweep_calls):
     ("optax", "eta*||w|| / (||g + beta*w||)"),  # the same as optax.lars
 ])
 def test_trust_ratio_plot_labels_the_configs_denominator(tmp_path, monkeypatch, denominator, formula):
-    import matplotlib.axes
     s = load_sweep()
     s.optimizers.lars.overrides.optimizer.lars = dict(denominator=denominator)
     labels = []
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, **kw: labels.append(text))
+    import matplotlib.figure
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda fig, text, **kw: labels.append(text))
     monkeypatch.setattr("lars_jax.sweep.plots.read_scalars",
                         lambda workdir, prefix: {prefix + "fc1/kernel": [(0, 0.5), (10, 0.2)]})
     record = {"optimizer": "lars", "batch_size": 256, "lr_multiplier": 1.0, "seed": 0, "workdir": "unused",
               "steps_per_epoch": 10, "peak_learning_rate": 8.0}
     sweep.plot_trust_ratios(s, [{"optimizer": "lars", "batch_size": 256, "lr_multiplier": 1.0}], [record],
                             str(tmp_path / "trust.png"))
-    assert labels == [f"trust ratio  {formula}  ({denominator} denominator)"]
+    assert labels == [f"trust ratio = {formula}  ({denominator} denominator)"]
 
 
 def _run_quick(workdir, out):
@@ -173,7 +174,7 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
 
     # results.json: schema, one record per cell, the selection rule applied.
     with open(out / sweep.RESULTS_JSON) as f:
-        doc = json.load(f)
+        doc = json.load(f, parse_constant=lambda name: pytest.fail(f"results.json holds {name}: not strict JSON"))
     assert doc["schema_version"] == sweep.SCHEMA_VERSION
     for key in ("sweep", "description", "sweep_seconds", "cell_seconds", "machine", "batch_sizes", "optimizers",
                 "seeds", "selection", "base_config", "summary", "prediction", "cells"):
@@ -251,7 +252,15 @@ def test_critical_batch_fit_recovers_a_known_tradeoff(rng):
 def test_steps_to_target_knee_and_thirds():
     cb = sweep.critical_batch
     curve = [(10, 2.0), (20, 1.2), (30, float("nan")), (40, 0.9), (50, 0.95)]
-    assert cb.steps_to_target(curve, 1.0) == 40 and cb.steps_to_target(curve, 0.5) is None
+    # window means sit at their windows' centres (15, 35): the crossing of 1.0 lies 2/3 of the way
+    assert cb.steps_to_target(curve, 1.0) == pytest.approx(15 + 20 * 0.2 / 0.3)
+    assert cb.steps_to_target(curve, 0.5) is None and cb.steps_to_target(curve, 3.0) == 5
+    # against the exact crossing of a smooth loss logged as means of 25-step windows
+    loss = lambda t: 2.0 * np.exp(-t / 300.0)  # noqa: E731
+    logged = [(s, float(np.mean(loss(np.arange(s - 25, s) + 1.0)))) for s in range(25, 2001, 25)]
+    for target in (1.5, 0.8, 0.3):
+        assert cb.steps_to_target(logged, target) == pytest.approx(-300 * np.log(target / 2.0), abs=1.0)
+    assert cb.loss_target([0.1, 0.3, 0.2, 0.9]) == 0.3 and cb.loss_target([0.5, 0.4]) == 0.5
     rows = [{"batch_size": b, "mean_validation_accuracy": a} for b, a in ((256, 0.90), (1024, 0.895), (4096, 0.887),
                                                                            (16384, 0.80))]
     assert cb.knee(rows) == 4096  # 0.887 < 0.90 - 0.01; 1,024 lost only half a point

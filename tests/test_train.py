@@ -3,6 +3,7 @@ import glob
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -26,8 +27,7 @@ def test_8_devices_equal_1_device():
     print(f"max relative param difference, 8 devices vs 1 after 3 steps: {worst:.2e}")
     assert worst < 1e-4
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(one.batch_stats, eight.batch_stats, rtol=1e-4, atol=1e-6)
 
 
 def test_train_step_reduces_loss_and_reports_layer_stats():

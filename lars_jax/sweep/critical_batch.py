@@ -16,13 +16,30 @@ from typing import Sequence
 import numpy as np
 
 
-def steps_to_target(curve: Sequence[tuple[int, float]], target: float) -> int | None:
-    """The first logged step whose train loss is <= target (None if the run never got there).
-    curve: [(step, train loss)] in step order, as the loop logs it every log_every steps."""
+def steps_to_target(curve: Sequence[tuple[int, float]], target: float) -> float | None:
+    """The step at which the train loss first reaches `target` (None if the run never got there).
+    curve: [(step, mean train loss over the log window ending at that step)] in step order, as the
+    loop logs it every log_every steps. Each mean is placed at its window's centre and the crossing
+    is interpolated linearly between centres, so the answer is not quantised to log_every."""
+    end, prev = 0, None  # the previous window's end step; (centre, loss) of the previous finite point
     for step, loss in curve:
-        if math.isfinite(loss) and loss <= target:
-            return int(step)
+        centre, end = (end + step) / 2, step
+        if not math.isfinite(loss):
+            continue
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return centre
+            return prev[0] + (centre - prev[0]) * (prev[1] - target) / (prev[1] - loss)
+        prev = (centre, loss)
     return None
+
+
+def loss_target(min_losses: Sequence[float], points: int = 3) -> float:
+    """The lowest train loss that at least `points` of the runs reach (all runs if fewer): the
+    `points`-th smallest of their lowest losses. A fixed-epoch sweep's largest batch may stop far
+    above the others; a target it alone sets would be crossed by the small batches during warmup."""
+    ranked = sorted(min_losses)
+    return ranked[min(points, len(ranked)) - 1]
 
 
 def fit(batches: Sequence[float], steps: Sequence[float]) -> dict:
@@ -69,20 +86,25 @@ def knee(rows: list[dict], points: float = 0.01) -> int | None:
 def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
     """The sweep's test of the noise-scale prediction, per optimizer: B_simple over training of its
     smallest-batch run (first seed, selected LR), B_crit fitted to the steps each batch needed to
-    reach a train-loss target that every one of those runs reaches (the largest of their lowest
-    logged losses), and the knee: the smallest batch losing > 1 point of validation accuracy."""
+    reach a train-loss target (loss_target: one that at least three batches reach; the others are
+    listed as not reached), and the knee: the smallest batch losing > 1 point of validation
+    accuracy."""
     out = {}
     for opt in sweep.optimizer_order:
         rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])
         cells = [c for c in (_first_seed_cell(sweep, records, r) for r in rows) if c and c["train_loss_curve"]]
         if not cells:
             continue
-        target = max(min(v for _, v in c["train_loss_curve"]) for c in cells)
-        reached = [(c["batch_size"], steps_to_target(c["train_loss_curve"], target)) for c in cells]
-        reached = [(b, s) for b, s in reached if s is not None]
+        lowest = [min((v for _, v in c["train_loss_curve"] if math.isfinite(v)), default=math.inf) for c in cells]
+        finite = [v for v in lowest if math.isfinite(v)]
+        target = loss_target(finite) if finite else None  # None: every run diverged
+        steps = [(c, None if target is None else steps_to_target(c["train_loss_curve"], target)) for c in cells]
+        reached = [(c["batch_size"], s) for c, s in steps if s is not None]
         smallest = cells[0]
         entry = {"label": sweep.optimizers[opt].label, "target_train_loss": target,
-                 "steps_to_target": {str(b): s for b, s in reached}, "knee_batch": knee(rows),
+                 "steps_to_target": {str(b): s for b, s in reached},
+                 "not_reached": {str(c["batch_size"]): c["final_step"] for c, s in steps if s is None},
+                 "knee_batch": knee(rows),
                  "b_simple_batch": smallest["batch_size"],
                  "b_simple_thirds": thirds(smallest.get("b_simple_curve") or []),
                  "b_simple_last_20pct": (smallest.get("noise_scale") or {}).get("b_simple")}

@@ -103,11 +103,12 @@ def plot_trust_ratios(sweep, summary, records, path: str) -> None:
                     label=tag[len("layers/trust_ratio/"):])
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("trust ratio  " + trust_ratio_formula(optimizer_config(sweep, rec["optimizer"])))
+        ax.set_ylabel("trust ratio")
         ax.set_title(f"{sweep.optimizers[rec['optimizer']].label}, batch {rec['batch_size']:,} "
                      f"(peak LR {rec['peak_learning_rate']:.3g})")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8)
+    fig.suptitle("trust ratio = " + trust_ratio_formula(optimizer_config(sweep, runs[0]["optimizer"])), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

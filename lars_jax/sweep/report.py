@@ -7,7 +7,7 @@ import os
 
 from lars_jax.sweep.cells import optimizer_config
 from lars_jax.sweep.critical_batch import prediction
-from lars_jax.workdir import write_text
+from lars_jax.workdir import finite_or_none, write_text
 from lars_jax.sweep.plots import ACCURACY_PNG, NOISE_PNG, TRUST_PNG, plot_accuracy, plot_noise_scale, plot_trust_ratios
 from lars_jax.sweep.summary import summarise
 
@@ -102,9 +102,11 @@ def markdown(sweep, summary: list[dict], records: list[dict], meta: dict) -> str
                      f"| {_pct(r['test_accuracy']) if ok else ''} "
                      f"| {'' if tl is None or not math.isfinite(tl) else f'{tl:.4f}'} | {_num(gns)} "
                      f"| {r['final_step'] or ''} | {r['wall_seconds']:.0f} |")
+    skipped = sum(1 for r in records if r.get("skipped"))
     lines += ["", f"Cells: {len(records)}; seconds summed over the cells (compile, train, eval): "
               f"{meta['cell_seconds']:.0f}; this invocation's wall time: {meta['sweep_seconds']:.0f} s on "
-              f"{meta['machine']}.", ""]
+              f"{meta['machine']}" + (f", {skipped} of the cells done by an earlier invocation" if skipped else "")
+              + ".", ""]
     return "\n".join(lines)
 
 
@@ -123,16 +125,25 @@ def _prediction_lines(pred: dict) -> list[str]:
     for entry in pred.values():
         early, mid, late = entry["b_simple_thirds"]
         fit = entry.get("fit") or {}
-        fitted = (f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; "
-                  f"{100 * fit['relative_rms_error']:.0f}%)" if fit.get("b_crit") else "no fit (S_min or E_min <= 0)")
-        steps = ", ".join(f"{int(b):,}: {s}" for b, s in entry["steps_to_target"].items())
+        if fit.get("b_crit"):
+            fitted = (f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; "
+                      f"{100 * fit['relative_rms_error']:.0f}%)")
+        elif fit and fit["e_min"] > 0:  # S_min <= 0: the steps still fall as 1 / B at every reached batch
+            fitted = f"**> {max(b for b, _ in fit['points']):,.0f}** (S_min = {fit['s_min']:.0f} <= 0: steps ~ 1/B)"
+        else:
+            fitted = "no fit (E_min <= 0)" if fit else "no fit (< 2 batches reach the target)"
+        steps = ", ".join([f"{int(b):,}: {s:.0f}" for b, s in entry["steps_to_target"].items()]
+                          + [f"{int(b):,}: not in {n}" for b, n in entry.get("not_reached", {}).items()])
+        target = entry["target_train_loss"]
         lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
                      f"{_num(late)}; {_num(entry['b_simple_last_20pct'])} | {fitted} | "
-                     f"{entry['target_train_loss']:.3f} | {steps} | "
+                     f"{'' if target is None else format(target, '.3f')} | {steps} | "
                      f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} |")
     return lines + ["", "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), in examples (with BatchNorm: "
                         "per-group noise scale x group size). B_crit from S(B) = S_min + E_min / B fitted to the "
-                        "steps each batch's run (first seed, chosen LR) needed to reach the target.", ""]
+                        "steps each batch's run (first seed, chosen LR) needed to reach the target: the lowest "
+                        "train loss (mean of a log window) that at least three batches reach, the crossing "
+                        "interpolated between log points.", ""]
 
 
 def _describe(sweep) -> str:
@@ -175,7 +186,8 @@ def write_outputs(sweep, records: list[dict], out: str, *, sweep_seconds: float,
                         "chooses nothing",
            "base_config": json.loads(sweep.base.to_json_best_effort()),
            "summary": summary, "prediction": meta["prediction"], "cells": records}
-    write_text(os.path.join(out, RESULTS_JSON), json.dumps(doc, indent=2))
+    # strict JSON: a curve's not-yet-measurable points (nan) become null
+    write_text(os.path.join(out, RESULTS_JSON), json.dumps(finite_or_none(doc), indent=2, allow_nan=False))
     write_text(os.path.join(out, RESULTS_MD), markdown(sweep, summary, records, meta))
     try:
         plot_accuracy(sweep, summary, records, os.path.join(out, ACCURACY_PNG))
