@@ -1,7 +1,6 @@
 """lars_jax.train's builders: each config part becomes the library object it describes, and a bad
 value comes back as a ConfigError naming the field's path."""
-import jax
-import numpy as np
+import chex
 import pytest
 
 from lars_jax import configs, data, models, optim, train
@@ -32,8 +31,7 @@ def test_each_optimizer_is_its_factory_called_with_its_part(name, sgd_nesterov, 
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(12)]
     for a, b in zip(run_tx(tx, params, grads_seq), run_tx(expected, params, grads_seq)):
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-            np.testing.assert_array_equal(x, y)
+        chex.assert_trees_all_equal(a, b)
 
 
 def test_schedule_length_from_epochs_or_total_steps():

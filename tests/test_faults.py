@@ -9,8 +9,7 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
+import chex
 import pytest
 
 import helpers
@@ -177,8 +176,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_previous_one_bit_identical
     assert strict_json(tmp_path / "run" / "results.json")["resumed_from_step"] == 2
     assert os.listdir(tmp_path / "run" / "checkpoints_corrupt") == ["4"]
     a, b = checkpoints.read_checkpoint(tmp_path / "ref"), checkpoints.read_checkpoint(tmp_path / "run")
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    chex.assert_trees_all_equal(a, b)
 
 
 @pytest.mark.parametrize("fault", ["tmpfs_full", "file_size_limit"])

@@ -263,8 +263,7 @@ def test_lamb_matches_optax_lamb_without_exclusion_and_excludes_by_default(rng):
     ours = run_tx(optim.lamb(1e-2, weight_decay=1e-2, exclude=nothing), params, grads_seq)
     theirs = run_tx(optax.lamb(1e-2, weight_decay=1e-2), params, grads_seq)
     for a, b in zip(ours, theirs):
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+        chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-9)
     default = run_tx(optim.lamb(1e-2, weight_decay=1e-2), params, grads_seq[:1])[0]
     adam = run_tx(optax.adam(1e-2, eps=1e-6), params, grads_seq[:1])[0]
     np.testing.assert_allclose(default["bn"]["bias"], adam["bn"]["bias"], rtol=1e-6)

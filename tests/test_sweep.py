@@ -56,6 +56,18 @@ def test_cell_config_scales_the_learning_rate_by_the_stated_rule():
     assert big.loop.log_every == max(1, total // s.log_points) and big.loop.checkpoint_every > total
 
 
+def test_cells_keep_the_math_and_cut_big_batches_into_pieces():
+    """The CNN sweep: batch 256 in 8 pieces of one BN group (the noise scale), batches above 512
+    in pieces of 512, BN groups of 32 everywhere, and every piece a whole number of groups."""
+    s = configs.load_config(os.path.join(ROOT, "experiments", "sweeps", "fashion_mnist_cnn_batch.py"))
+    pieces = {b: sweep.cell_config(s, "lars", b, 1.0, 0, 50000).mesh.microbatches for b in (256, 512, 4096, 16384)}
+    assert pieces == {256: 8, 512: 1, 4096: 8, 16384: 32}
+    for b, k in pieces.items():
+        c = sweep.cell_config(s, "lars", b, 1.0, 0, 50000)
+        assert c.model.bn_group_size == 32 and (b // k) % 32 == 0, b
+    assert sweep.cell_config(load_sweep(), "lars", 16384, 1.0, 0, 50000).mesh.microbatches == 1  # the MLP's: whole
+
+
 def test_apply_quick_merges_nested_overrides_without_touching_the_original():
     s = load_sweep()
     q = sweep.apply_quick(s)
@@ -261,8 +273,14 @@ def test_steps_to_target_knee_and_thirds():
     for target in (1.5, 0.8, 0.3):
         assert cb.steps_to_target(logged, target) == pytest.approx(-300 * np.log(target / 2.0), abs=1.0)
     assert cb.loss_target([0.1, 0.3, 0.2, 0.9]) == 0.3 and cb.loss_target([0.5, 0.4]) == 0.5
+    # a run that never halved its first loss (chance level, or diverged) sets no target
+    assert cb._lowest_if_learned([(1, 2.4), (2, 1.9), (3, 2.3)]) is None
+    assert cb._lowest_if_learned([(1, 2.4), (2, float("nan"))]) is None
+    assert cb._lowest_if_learned([(1, 2.4), (2, 0.7), (3, 0.9)]) == 0.7
     rows = [{"batch_size": b, "mean_validation_accuracy": a} for b, a in ((256, 0.90), (1024, 0.895), (4096, 0.887),
                                                                            (16384, 0.80))]
     assert cb.knee(rows) == 4096  # 0.887 < 0.90 - 0.01; 1,024 lost only half a point
     assert cb.knee(rows[:2]) is None
+    diverged = [rows[0], rows[1], {"batch_size": 4096, "mean_validation_accuracy": None}]
+    assert cb.knee(diverged) == 4096  # a batch that diverged lost more than a point
     assert cb.thirds([(i, float(i)) for i in range(9)]) == [1.0, 4.0, 7.0]

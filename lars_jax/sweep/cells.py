@@ -59,6 +59,9 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
     if batch_size in sweep.get("noise_scale_batch_sizes", ()):
         # pieces of one BN group each: the same math, and two batch sizes for the noise scale
         c.mesh.microbatches = sweep.noise_scale_microbatches
+    elif sweep.get("max_microbatch_size") and batch_size > sweep.max_microbatch_size:
+        # the same math in pieces (BN groups are fixed by bn_group_size), for the speed of small pieces
+        c.mesh.microbatches = batch_size // sweep.max_microbatch_size
     c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
     return c
 

@@ -34,6 +34,14 @@ def steps_to_target(curve: Sequence[tuple[int, float]], target: float) -> float 
     return None
 
 
+def _lowest_if_learned(curve: Sequence[tuple[int, float]]) -> float | None:
+    """A run's lowest logged train loss if it got below half its first one (None: it diverged or
+    never learned, e.g. stayed at chance: such a run would set a target every other run meets at
+    step 0)."""
+    finite = [v for _, v in curve if math.isfinite(v)]
+    return min(finite) if finite and min(finite) <= finite[0] / 2 else None
+
+
 def loss_target(min_losses: Sequence[float], points: int = 3) -> float:
     """The lowest train loss that at least `points` of the runs reach (all runs if fewer): the
     `points`-th smallest of their lowest losses. A fixed-epoch sweep's largest batch may stop far
@@ -75,19 +83,20 @@ def thirds(curve: Sequence[tuple[int, float]]) -> list[float | None]:
 
 def knee(rows: list[dict], points: float = 0.01) -> int | None:
     """The smallest batch whose mean validation accuracy is more than `points` below the smallest
-    batch's (None if none is)."""
-    rows = sorted((r for r in rows if r["mean_validation_accuracy"] is not None), key=lambda r: r["batch_size"])
-    if not rows:
+    batch's, a diverged batch (accuracy None) counting as below (None if no batch is)."""
+    rows = sorted(rows, key=lambda r: r["batch_size"])
+    if not rows or rows[0]["mean_validation_accuracy"] is None:
         return None
     base = rows[0]["mean_validation_accuracy"]
-    return next((r["batch_size"] for r in rows[1:] if r["mean_validation_accuracy"] < base - points), None)
+    return next((r["batch_size"] for r in rows[1:]
+                 if r["mean_validation_accuracy"] is None or r["mean_validation_accuracy"] < base - points), None)
 
 
 def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
     """The sweep's test of the noise-scale prediction, per optimizer: B_simple over training of its
     smallest-batch run (first seed, selected LR), B_crit fitted to the steps each batch needed to
-    reach a train-loss target (loss_target: one that at least three batches reach; the others are
-    listed as not reached), and the knee: the smallest batch losing > 1 point of validation
+    reach a train-loss target (loss_target over the runs that learned: one that at least three
+    batches reach; the others are listed as not reached), and the knee: the smallest batch losing > 1 point of validation
     accuracy."""
     out = {}
     for opt in sweep.optimizer_order:
@@ -95,9 +104,8 @@ def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
         cells = [c for c in (_first_seed_cell(sweep, records, r) for r in rows) if c and c["train_loss_curve"]]
         if not cells:
             continue
-        lowest = [min((v for _, v in c["train_loss_curve"] if math.isfinite(v)), default=math.inf) for c in cells]
-        finite = [v for v in lowest if math.isfinite(v)]
-        target = loss_target(finite) if finite else None  # None: every run diverged
+        learned = [v for v in (_lowest_if_learned(c["train_loss_curve"]) for c in cells) if v is not None]
+        target = loss_target(learned) if learned else None  # None: no run learned
         steps = [(c, None if target is None else steps_to_target(c["train_loss_curve"], target)) for c in cells]
         reached = [(c["batch_size"], s) for c, s in steps if s is not None]
         smallest = cells[0]

@@ -120,23 +120,25 @@ def _prediction_lines(pred: dict) -> list[str]:
         return []
     lines = ["## How large can the batch be? B_simple, B_crit and the knee", "",
              "| optimizer | B_simple at batch b (early / mid / late third; last 20%) | B_crit fitted "
-             "(S_min, E_min; rel. RMS) | train-loss target | steps to it per batch | knee: first batch "
+             "(S_min, E_min; points, rel. RMS) | train-loss target | steps to it per batch | knee: first batch "
              "> 1 point below the smallest (validation) |", "|---|---|---|---|---|---|"]
     for entry in pred.values():
         early, mid, late = entry["b_simple_thirds"]
         fit = entry.get("fit") or {}
         if fit.get("b_crit"):
+            n = len(fit["points"])
             fitted = (f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; "
-                      f"{100 * fit['relative_rms_error']:.0f}%)")
+                      + (f"{n} points, {100 * fit['relative_rms_error']:.0f}%)" if n > 2 else "2 points: exact, untested)"))
         elif fit and fit["e_min"] > 0:  # S_min <= 0: the steps still fall as 1 / B at every reached batch
             fitted = f"**> {max(b for b, _ in fit['points']):,.0f}** (S_min = {fit['s_min']:.0f} <= 0: steps ~ 1/B)"
         else:
             fitted = "no fit (E_min <= 0)" if fit else "no fit (< 2 batches reach the target)"
         steps = ", ".join([f"{int(b):,}: {s:.0f}" for b, s in entry["steps_to_target"].items()]
-                          + [f"{int(b):,}: not in {n}" for b, n in entry.get("not_reached", {}).items()])
+                          + [f"{int(b):,}: " + ("diverged" if n is None else f"not in {n}")
+                             for b, n in entry.get("not_reached", {}).items()])
         target = entry["target_train_loss"]
         lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
-                     f"{_num(late)}; {_num(entry['b_simple_last_20pct'])} | {fitted} | "
+                     f"{_num(late)}; {_num(entry['b_simple_last_20pct']) or 'unresolved (mean G^2 estimate <= 0)'} | {fitted} | "
                      f"{'' if target is None else format(target, '.3f')} | {steps} | "
                      f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} |")
     return lines + ["", "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), in examples (with BatchNorm: "
