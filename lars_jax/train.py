@@ -276,7 +276,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if is_main and not results["preempted"]:
         workdirs.write_json(results_path, workdirs.strict(results, {
             "test_accuracy": "no evaluation ran", "train_loss": "no train step ran and the checkpoint holds none",
-            "images_per_second": "no timed train step (the first step of an invocation compiles)"}))
+            "images_per_second": "no timed train step (the first step of an invocation compiles)",
+            "noise_scale": "not measured: config.loop.noise_scale_decay is None, or one data-parallel device and "
+                           "one microbatch give one batch size (it needs two)"}))
     return results
 
 

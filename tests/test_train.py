@@ -129,3 +129,20 @@ def test_every_requested_layer_statistic_reaches_tensorboard(tmp_path):
     for name in ("layers/trust_ratio/conv1/kernel", "layers/w_norm/fc2/bias", "layers/g_norm/bn1/scale"):
         assert [s for s, _ in series[name]] == [3, 6, 9, 12], (name, series[name])
     assert "layers/" not in proc.stderr  # TensorBoard only: no per-layer lines on the console
+    # 8 devices: the gradient noise scale at every log_every step, and its last-20% mean in results
+    gns = read_scalars(str(tmp_path), "gns/")
+    assert {k: [s for s, _ in v] for k, v in gns.items()} == {
+        f"gns/{k}": [4, 8, 12] for k in ("b_simple", "grad_sq", "trace_sigma")}
+    noise = json.loads((tmp_path / "results.json").read_text())["noise_scale"]
+    assert noise["steps"] == 3 and noise["from_step"] == 10  # steps 10-12: the last ceil(20% of 12)
+    if noise["grad_sq"] > 0:
+        assert noise["b_simple"] == pytest.approx(noise["trace_sigma"] / noise["grad_sq"])
+
+
+def test_one_device_says_the_noise_scale_is_not_measured(tmp_path):
+    proc = helpers.run(tmp_path, "--config.schedule.total_steps=2", "--config.loop.eval_every=2", devices=1,
+                       timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum("Gradient noise scale not measured" in line for line in proc.stderr.splitlines()) == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["noise_scale"] is None and "not measured" in results["null_reasons"]["noise_scale"]

@@ -96,8 +96,8 @@ def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
     """The sweep's test of the noise-scale prediction, per optimizer: B_simple over training of its
     smallest-batch run (first seed, selected LR), B_crit fitted to the steps each batch needed to
     reach a train-loss target (loss_target over the runs that learned: one that at least three
-    batches reach; the others are listed as not reached), and the knee: the smallest batch losing > 1 point of validation
-    accuracy."""
+    batches reach; the others are listed as not reached), and the knee: the smallest batch losing
+    more than 1 point of validation accuracy."""
     out = {}
     for opt in sweep.optimizer_order:
         rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])

@@ -127,8 +127,8 @@ def _prediction_lines(pred: dict) -> list[str]:
         fit = entry.get("fit") or {}
         if fit.get("b_crit"):
             n = len(fit["points"])
-            fitted = (f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; "
-                      + (f"{n} points, {100 * fit['relative_rms_error']:.0f}%)" if n > 2 else "2 points: exact, untested)"))
+            quality = f"{n} points, {100 * fit['relative_rms_error']:.0f}%" if n > 2 else "2 points: exact, untested"
+            fitted = f"**{_num(fit['b_crit'])}** ({fit['s_min']:.0f} steps, {fit['e_min']:,.0f} examples; {quality})"
         elif fit and fit["e_min"] > 0:  # S_min <= 0: the steps still fall as 1 / B at every reached batch
             fitted = f"**> {max(b for b, _ in fit['points']):,.0f}** (S_min = {fit['s_min']:.0f} <= 0: steps ~ 1/B)"
         else:
@@ -137,8 +137,9 @@ def _prediction_lines(pred: dict) -> list[str]:
                           + [f"{int(b):,}: " + ("diverged" if n is None else f"not in {n}")
                              for b, n in entry.get("not_reached", {}).items()])
         target = entry["target_train_loss"]
+        last = _num(entry["b_simple_last_20pct"]) or "unresolved (mean G^2 estimate <= 0)"
         lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
-                     f"{_num(late)}; {_num(entry['b_simple_last_20pct']) or 'unresolved (mean G^2 estimate <= 0)'} | {fitted} | "
+                     f"{_num(late)}; {last} | {fitted} | "
                      f"{'' if target is None else format(target, '.3f')} | {steps} | "
                      f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} |")
     return lines + ["", "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), in examples (with BatchNorm: "
