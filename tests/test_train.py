@@ -137,6 +137,8 @@ def test_every_requested_layer_statistic_reaches_tensorboard(tmp_path):
     assert noise["steps"] == 3 and noise["from_step"] == 10  # steps 10-12: the last ceil(20% of 12)
     if noise["grad_sq"] > 0:
         assert noise["b_simple"] == pytest.approx(noise["trace_sigma"] / noise["grad_sq"])
+    else:  # a noise-dominated average: no ratio rather than a negative one
+        assert noise["b_simple"] is None
 
 
 def test_one_device_says_the_noise_scale_is_not_measured(tmp_path):
