@@ -80,19 +80,24 @@ class NoiseScaleTail:
     def __init__(self, stop_step: int, progress: dict | None = None):
         self.tail_start = stop_step - math.ceil(0.2 * stop_step)
         saved = (progress or {}).get("noise_scale_tail", {})
+        if saved.get("tail_start") != self.tail_start:  # sums over another stop's window: not this one's
+            saved = {}
         self.steps = int(saved.get("steps", 0))
         self.grad_sq = float(saved.get("grad_sq", 0.0))
         self.trace_sigma = float(saved.get("trace_sigma", 0.0))
+        self.first = saved.get("first")  # the first step summed (later than tail_start + 1 after such a resume)
 
     def add(self, fetched: list[tuple[int, dict]]) -> None:
         for step, m in fetched:
             if step > self.tail_start and "noise_scale" in m:
+                self.first = step if self.first is None else self.first
                 self.steps += 1
                 self.grad_sq += float(m["noise_scale"]["grad_sq"])
                 self.trace_sigma += float(m["noise_scale"]["trace_sigma"])
 
     def progress(self) -> dict:
-        return {"steps": self.steps, "grad_sq": self.grad_sq, "trace_sigma": self.trace_sigma}
+        return {"tail_start": self.tail_start, "first": self.first, "steps": self.steps, "grad_sq": self.grad_sq,
+                "trace_sigma": self.trace_sigma}
 
     def result(self) -> dict | None:
         """{b_simple, grad_sq, trace_sigma, steps} (means; b_simple None when |G|^2 <= 0), or None."""
@@ -101,7 +106,7 @@ class NoiseScaleTail:
         grad_sq, trace = self.grad_sq / self.steps, self.trace_sigma / self.steps
         b_simple = trace / grad_sq if grad_sq > 0 and trace >= 0 else None
         return {"b_simple": b_simple, "grad_sq": grad_sq, "trace_sigma": trace, "steps": self.steps,
-                "from_step": self.tail_start + 1}
+                "from_step": self.first}
 
 
 def hms(seconds: float) -> str:
