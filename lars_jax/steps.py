@@ -46,6 +46,9 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+NOISE_SCALE_SCOPE = "noise_scale"  # the name scope of the estimator's operations (profiles, HLO metadata)
+
+
 def default_unroll() -> bool:
     """Unroll the microbatch loop on CPU only: XLA's CPU backend runs a convolution's weight
     gradient inside a while loop about 100x slower than outside one (measured: 44 s against
@@ -97,6 +100,10 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+    @jax.named_scope(NOISE_SCALE_SCOPE)
+    def small_sq_norm(grads):
+        return noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
+
     def device_grads(params, batch_stats, images, labels, key):
         """On one device: its rows [b, ...] -> gradient, BN statistics, loss averaged over the
         k pieces and then over devices (the pmean), and the global count of correct answers."""
@@ -106,12 +113,12 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
         def body(carry, xs):
             i, imgs, labs = xs
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, imgs, labs, jax.random.fold_in(key, i))
-            small_sq = noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
+            small_sq = small_sq_norm(grads)
             return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct, small_sq)), None
 
         if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
             (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
-            small_sq = noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
+            small_sq = small_sq_norm(grads)
         else:
             zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
                                                   jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)))
@@ -127,6 +134,14 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
     sharded_grads = jax.shard_map(device_grads, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
                                   out_specs=P(), axis_names={axis}, check_vma=False)
 
+    @jax.named_scope(NOISE_SCALE_SCOPE)
+    def noise_scale_update(averages, small_sq, big_sq, b_big):
+        grad_sq, trace = noise_scale.estimate(small_sq, big_sq, b_big // (parallel.data_size(mesh) * k), b_big)
+        averages = noise_scale.ema_update(averages, grad_sq, trace, noise_scale_decay)
+        avg_grad_sq, avg_trace = noise_scale.ema_values(averages)
+        return averages, {"grad_sq": grad_sq, "trace_sigma": trace, "avg_grad_sq": avg_grad_sq,
+                          "avg_trace_sigma": avg_trace, "b_simple": noise_scale.b_simple(averages)}
+
     def train_step(state: TrainState, batch):
         images, labels = batch["image"], batch["label"]
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -140,12 +155,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
                    "param_norm": optax.global_norm(params)}
         averages = state.noise_scale
         if measure:
-            b_big = labels.shape[0]
-            grad_sq, trace = noise_scale.estimate(small_sq, big_sq, b_big // (parallel.data_size(mesh) * k), b_big)
-            averages = noise_scale.ema_update(averages, grad_sq, trace, noise_scale_decay)
-            avg_grad_sq, avg_trace = noise_scale.ema_values(averages)
-            metrics["noise_scale"] = {"grad_sq": grad_sq, "trace_sigma": trace, "avg_grad_sq": avg_grad_sq,
-                                      "avg_trace_sigma": avg_trace, "b_simple": noise_scale.b_simple(averages)}
+            averages, metrics["noise_scale"] = noise_scale_update(averages, small_sq, big_sq, labels.shape[0])
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         if layer_stats_every:  # computed only on the steps that log them; zeros otherwise

@@ -73,7 +73,7 @@ COMMANDS = {
     "--config.global_batch_size=64 --config.mesh.microbatches=1 --config.loop.stop_after_steps=2": Run(expect="results in"),
     # docs/noise-scale.md
     ".venv/bin/python benchmarks/noise_scale_overhead.py --out benchmarks/results/noise_scale_overhead_cpu.json":
-        Run(("--rounds", "1", "--steps", "1"), "wrote"),
+        Run(("--rounds", "2", "--steps", "1", "--profile-steps", "1", "--models", "mlp,small_cnn"), "wrote"),
     # docs/failures.md
     RETRY_LOOP: Run(TINY, "results in"),
     # docs/scaling.md

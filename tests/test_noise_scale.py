@@ -310,3 +310,29 @@ def test_8_devices_and_1_device_with_8_microbatches_give_the_same_estimates(rng,
                                            metrics["noise_scale"]["b_simple"])])
         results.append(np.asarray(got))
     np.testing.assert_allclose(results[0], results[1], rtol=2e-4)
+
+
+@pytest.mark.parametrize("devices, microbatches", [(1, 4), (4, 1)])
+def test_the_estimators_operations_carry_its_name_scope(devices, microbatches):
+    """Profiles and benchmarks/noise_scale_overhead.py find the estimator's work by
+    steps.NOISE_SCALE_SCOPE in the HLO metadata: the pieces' squared norms (inside the shard_map)
+    and the estimate and EMA update (outside) carry it, and a step that does not measure has none."""
+    import re
+
+    from lars_jax import parallel, steps
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    model = create_model("mlp", num_classes=CLASSES, hidden=(32,))
+    batch = {"image": jax.ShapeDtypeStruct((32, 4, 4, 1), jnp.float32),
+             "label": jax.ShapeDtypeStruct((32,), jnp.int32)}
+    state = jax.eval_shape(lambda: steps.init_state(model, optax.sgd(0.1), (4, 4, 1), 0))
+    scoped = {}
+    for decay in (None, 0.9):
+        step = steps.make_train_step(model, optax.sgd(0.1), num_classes=CLASSES, mesh=mesh,
+                                     microbatches=microbatches, noise_scale_decay=decay)
+        hlo = jax.jit(step).lower(state, batch).as_text(debug_info=True)
+        scoped[decay] = [op for op in re.findall(r'loc\("([^"]+)"', hlo)
+                         if re.search(rf"(^|/){steps.NOISE_SCALE_SCOPE}/", op)]
+    assert not scoped[None]
+    scope = steps.NOISE_SCALE_SCOPE
+    assert {f"{scope}/square", f"{scope}/reduce_sum"} <= set(scoped[0.9]), scoped[0.9]  # inside the shard_map
+    assert {f"jit(train_step)/{scope}/div", f"jit(train_step)/{scope}/mul"} <= set(scoped[0.9]), scoped[0.9]
