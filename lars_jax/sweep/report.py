@@ -134,8 +134,8 @@ def _prediction_lines(pred: dict) -> list[str]:
         else:
             fitted = "no fit (E_min <= 0)" if fit else "no fit (< 2 batches reach the target)"
         steps = ", ".join([f"{int(b):,}: {s:.0f}" for b, s in entry["steps_to_target"].items()]
-                          + [f"{int(b):,}: " + ("diverged" if n is None else f"not in {n}")
-                             for b, n in entry.get("not_reached", {}).items()])
+                          + [f"{int(b):,}: " + ("diverged" if limit is None else f"not in {limit}")
+                             for b, limit in entry.get("not_reached", {}).items()])
         target = entry["target_train_loss"]
         last = _num(entry["b_simple_last_20pct"]) or "unresolved (mean G^2 estimate <= 0)"
         lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
