@@ -171,7 +171,10 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_previous_one_bit_identical
     proc = run(tmp_path / "run", "--config.schedule.total_steps=6", *steps)
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line for line in proc.stderr.splitlines() if "not intact" in line]
-    assert len(warned) == 1 and "step 4" in warned[0] and "digest" in warned[0], proc.stderr[-2000:]
+    # Where the 4 KiB land in the file varies with how orbax laid out the arrays of this run: in a
+    # compressed chunk the read fails, in raw bytes the digest does not match. Either names the step.
+    assert len(warned) == 1 and "step 4" in warned[0], proc.stderr[-2000:]
+    assert "do not match the digest" in warned[0] or "its data is unreadable" in warned[0], warned[0]
     assert "Traceback" not in proc.stderr
     assert strict_json(tmp_path / "run" / "results.json")["resumed_from_step"] == 2
     assert os.listdir(tmp_path / "run" / "checkpoints_corrupt") == ["4"]
