@@ -75,3 +75,9 @@ def local_batch_size(global_batch_size: int) -> int:
     if global_batch_size % count:
         raise ValueError(f"config.global_batch_size: {global_batch_size} does not divide over {count} processes")
     return global_batch_size // count
+
+
+def compiler_options(backend: str | None = None) -> dict:
+    """XLA options for the train step on `backend` (None: JAX's default backend)."""
+    del backend
+    return {}

@@ -47,6 +47,7 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
 
 
 NOISE_SCALE_SCOPE = "noise_scale"  # the name scope of the estimator's operations (profiles, HLO metadata)
+OPTIMIZER_SCOPE = "optimizer"  # the name scope of the update (tx.update and apply_updates)
 
 
 def default_unroll() -> bool:
@@ -147,8 +148,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         grads, batch_stats, loss, correct, small_sq = sharded_grads(state.params, state.batch_stats, images,
                                                                     labels, step_key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        with jax.named_scope(OPTIMIZER_SCOPE):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
         big_sq = noise_scale.sq_norm(grads)
         metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": jnp.sqrt(big_sq),
                    # the loss is computed before the update: this catches a step that broke the params

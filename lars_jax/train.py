@@ -152,8 +152,10 @@ class Trainer:
     STATE_FIELDS = ("data.name", "data.image_size", "data.synthetic_num_classes", "model.name", "model.variant",
                     "optimizer.name")
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh=None, info: data.DatasetInfo | None = None):
-        """info: the dataset's DatasetInfo; None reads it (and prepares the data) via data.get_info."""
+    def __init__(self, config: ml_collections.ConfigDict, mesh=None, info: data.DatasetInfo | None = None,
+                 compiler_options: dict | None = None):
+        """info: the dataset's DatasetInfo; None reads it (and prepares the data) via data.get_info.
+        compiler_options: XLA options of the train step (None: parallel.compiler_options())."""
         configs.validate(config, num_devices=mesh.size if mesh is not None else jax.device_count())
         self.mesh = mesh or parallel.make_mesh(model=config.mesh.model)
         self.config = config
@@ -179,7 +181,8 @@ class Trainer:
         self.measures_noise_scale = (config.loop.noise_scale_decay is not None
                                      and steps.noise_scale_measurable(self.mesh, config.mesh.microbatches))
         self.train_step = jax.jit(step, in_shardings=(self.state_sharding, batch), out_shardings=(
-            self.state_sharding, repl), donate_argnums=0)
+            self.state_sharding, repl), donate_argnums=0, compiler_options=(
+                parallel.compiler_options() if compiler_options is None else compiler_options))
         self.eval_step = jax.jit(steps.make_eval_step(self.model, self.info.num_classes),
                                  in_shardings=(self.state_sharding, batch), out_shardings=repl)
 

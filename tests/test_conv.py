@@ -182,16 +182,67 @@ def test_max_pool_random_values_and_default_strides(strides, out):
     np.testing.assert_array_equal(dx1, dx0)
 
 
-@pytest.mark.parametrize("window,strides,padding,shape", [
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), (2, 9, 9, 3)),  # ResNet stem: overlapping
-    ((3, 3), (2, 2), "VALID", (2, 9, 9, 3)),            # AlexNet: overlapping
-    ((2, 2), (2, 2), "VALID", (2, 7, 7, 3)),            # odd size: flax drops the last row
-])
-def test_max_pool_other_windows_fall_back_to_flax(window, strides, padding, shape):
-    x = rand(shape, 13)
+OVERLAPPING = [  # (window, strides, padding, input shape)
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (2, 9, 9, 3)),   # ResNet stem, odd size
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (2, 8, 10, 3)),  # ResNet stem, even sizes
+    ((3, 3), (2, 2), "VALID", (2, 9, 9, 3)),            # AlexNet
+    ((3, 3), (1, 1), "SAME", (2, 6, 6, 3)),             # stride 1
+    ((2, 2), (2, 2), "VALID", (2, 7, 7, 3)),            # odd size: the last row and column dropped
+    ((2, 2), (3, 3), ((0, 1), (1, 0)), (2, 8, 8, 3)),   # stride > window, asymmetric padding
+]
+
+
+@pytest.mark.parametrize("window,strides,padding,shape", OVERLAPPING)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_max_pool_strided_taps_match_flax_including_ties(window, strides, padding, shape, dtype):
+    """Values bit for bit; the gradient goes to each window's first maximum and overlapping windows
+    add theirs: with integer cotangents every sum is exact, so flax's select_and_scatter must agree
+    bit for bit whatever the order of the additions."""
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0), dtype)  # many tied maxima
     y0 = nn.max_pool(x, window, strides, padding)
-    y1, dx1 = pool_vjp(conv.max_pool, x, jnp.ones_like(y0), window, strides, padding)
-    _, dx0 = pool_vjp(nn.max_pool, x, jnp.ones_like(y0), window, strides, padding)
+    g = jnp.asarray(rng.integers(-8, 9, y0.shape), dtype)
+    _, dx0 = pool_vjp(nn.max_pool, x, g, window, strides, padding)
+    y1, dx1 = pool_vjp(jax.jit(conv.max_pool, static_argnums=(1, 2, 3)), x, g, window, strides,
+                       padding if isinstance(padding, str) else tuple(padding))
+    assert y1.dtype == dx1.dtype == dtype
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(dx1, dx0)
+    t0 = jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (g.dtype.type(1) * x + 1,))[1]
+    t1 = jax.jvp(lambda x: conv.max_pool(x, window, strides, padding), (x,), (g.dtype.type(1) * x + 1,))[1]
+    np.testing.assert_array_equal(t1, t0)
+
+
+def test_max_pool_strided_taps_random_values_and_second_derivative():
+    x, g = rand((2, 9, 9, 4), 13), rand((2, 5, 5, 4), 14)
+    args = ((3, 3), (2, 2), ((1, 1), (1, 1)))
+    y0, dx0 = pool_vjp(nn.max_pool, x, g, *args)
+    y1, dx1 = pool_vjp(conv.max_pool, x, g, *args)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-6)  # overlapping windows add in another order
+    # forward-over-reverse: a Hessian-vector product through the pool (zero a.e.; it must run)
+    v = rand(x.shape, 15)
+    hvp = lambda pool: jax.jvp(jax.grad(lambda x: jnp.sum(jnp.sin(pool(x, *args)))), (x,), (v,))[1]  # noqa: E731
+    np.testing.assert_allclose(hvp(conv.max_pool), hvp(nn.max_pool), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window,strides,padding", [((3, 3), (2, 2), ((1, 1), (1, 1))), ((2, 2), (2, 2), "VALID")])
+def test_max_pool_propagates_nan_and_inf_as_flax(window, strides, padding):
+    """Under differentiation too: a diverging run must show its NaN, not have the pool hide it."""
+    x = rand((1, 6, 6, 2), 16).at[0, 1, 1, 0].set(jnp.nan).at[0, 4, 4, 1].set(jnp.inf)
+    x = x.at[0, 2, 5, 1].set(-jnp.inf)
+    y0 = jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (x,))[0]
+    y1 = jax.jvp(lambda x: conv.max_pool(x, window, strides, padding), (x,), (x,))[0]  # the rule's value
+    np.testing.assert_array_equal(y1, y0)  # NaN where flax has NaN, inf where it has inf
+    np.testing.assert_array_equal(conv.max_pool(x, window, strides, padding), nn.max_pool(x, window, strides, padding))
+
+
+@pytest.mark.parametrize("window,strides", [((2, 3), (2, 3)), ((3, 3), (1, 2)), ((1, 1), (1, 1))])
+def test_max_pool_other_windows_fall_back_to_flax(window, strides):
+    x = rand((2, 9, 9, 3), 13)
+    y0 = nn.max_pool(x, window, strides, "VALID")
+    y1, dx1 = pool_vjp(conv.max_pool, x, jnp.ones_like(y0), window, strides)
+    _, dx0 = pool_vjp(nn.max_pool, x, jnp.ones_like(y0), window, strides)
     np.testing.assert_array_equal(y1, y0)
     np.testing.assert_array_equal(dx1, dx0)
 

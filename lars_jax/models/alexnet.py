@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from lars_jax.models import conv as conv_ops
 from lars_jax.models.layers import GroupedBatchNorm
 
 INPUT_SIZE = 227
@@ -53,7 +54,7 @@ def _pad_to_input_size(x):
 
 
 def _pool(x):
-    return nn.max_pool(x, (3, 3), (2, 2), padding="VALID")
+    return conv_ops.max_pool(x, (3, 3), (2, 2), padding="VALID")  # == nn.max_pool, elementwise gradient
 
 
 _CONVS = (  # (features, kernel, stride, padding, caffe group, caffe bias init)

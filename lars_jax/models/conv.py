@@ -157,6 +157,21 @@ def _pool_taps(x, k):
             for i in range(k) for j in range(k)]
 
 
+def _first_max(taps):
+    """(max of the taps, int8 index of the first tap holding it) from one running comparison. An
+    index found afterwards by comparing each tap with the max can miss every tap: XLA may recompute
+    a fused producer of the taps with other rounding (seen on CPU in float64, AlexNet-BN)."""
+    y, first = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
+    for t, tap in enumerate(taps[1:], 1):
+        larger = tap > y
+        first = jnp.where(larger, jnp.int8(t), first)
+        y = jnp.where(larger, tap, y)
+    # y as a selection, so that its own derivative (higher orders differentiate the rule) is the
+    # first tap's, as the rule says (jnp.maximum's splits ties); NaN propagates as in lax's pool.
+    y_max = lax.stop_gradient(functools.reduce(jnp.maximum, taps))
+    return jnp.where(jnp.isnan(y_max), y_max, y), first
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool_tiles(x, k):
     return functools.reduce(jnp.maximum, _pool_taps(x, k))
@@ -165,11 +180,7 @@ def _max_pool_tiles(x, k):
 @_max_pool_tiles.defjvp
 def _pool_jvp(k, primals, tangents):
     (x,), (dx,) = primals, tangents
-    taps = _pool_taps(x, k)
-    y = functools.reduce(jnp.maximum, taps)
-    first = jnp.full(y.shape, k * k - 1, jnp.int8)  # index of the first tap equal to the max
-    for t in reversed(range(k * k - 1)):
-        first = jnp.where(taps[t] == y, jnp.int8(t), first)
+    y, first = _first_max(_pool_taps(x, k))
     b, ho, wo, c = y.shape
     tap = (lax.broadcasted_iota(jnp.int8, (1, 1, k, 1, k, 1), 2) * k
            + lax.broadcasted_iota(jnp.int8, (1, 1, k, 1, k, 1), 4))
@@ -182,13 +193,54 @@ def _pool_jvp(k, primals, tangents):
     return y, dy
 
 
+def _strided_taps(xp, k, s, out_hw):
+    """The k*k taps of every window of the (padded) xp [B, H, W, C]: k*k arrays [B, Ho, Wo, C]."""
+    b, c, (ho, wo) = xp.shape[0], xp.shape[3], out_hw
+    return [lax.slice(xp, (0, i, j, 0), (b, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, c), (1, s, s, 1))
+            for i in range(k) for j in range(k)]
+
+
+def _pool_geometry(shape, k, s, padding):
+    pads = ((0, 0),) + tuple(padding) + ((0, 0),)
+    out_hw = tuple((shape[d] + sum(padding[d - 1]) - k) // s + 1 for d in (1, 2))
+    return pads, out_hw
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _max_pool_taps(x, k, s, padding):
+    pads, out_hw = _pool_geometry(x.shape, k, s, padding)
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    return functools.reduce(jnp.maximum, _strided_taps(xp, k, s, out_hw))
+
+
+@_max_pool_taps.defjvp
+def _pool_taps_jvp(k, s, padding, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    pads, out_hw = _pool_geometry(x.shape, k, s, padding)
+    y, first = _first_max(_strided_taps(jnp.pad(x, pads, constant_values=-jnp.inf), k, s, out_hw))
+    # One nonzero term per output (exact). Transposed, each term is a strided pad of where(first ==
+    # t, g, 0): elementwise work that XLA fuses, where select_and_scatter scatters with atomics on
+    # GPU and through tuples of iotas on CPU. Overlapping windows add their gradients.
+    zero = jnp.zeros((), dx.dtype)
+    dtaps = _strided_taps(jnp.pad(dx, pads), k, s, out_hw)
+    dy = functools.reduce(jnp.add, [jnp.where(first == t, d, zero) for t, d in enumerate(dtaps)])
+    return y, dy
+
+
 def max_pool(inputs, window_shape: Sequence[int], strides: Sequence[int] | None = None,
              padding="VALID"):
-    """flax.linen.max_pool; non-overlapping k x k windows take the fast path (module docstring)."""
+    """flax.linen.max_pool with the gradients of the module docstring: non-overlapping k x k windows
+    take the tiles path (bit-identical), other square windows with equal strides (the ResNet stem's
+    3x3/2, AlexNet's 3x3/2) the strided-taps path; anything else is flax's."""
     window_shape = tuple(window_shape)
     strides = tuple(strides) if strides is not None else (1,) * len(window_shape)  # flax's default
-    k = window_shape[0]
-    if (inputs.ndim == 4 and window_shape == (k, k) and strides == (k, k) and 1 < k <= 11
-            and padding == "VALID" and inputs.shape[1] % k == 0 and inputs.shape[2] % k == 0):
+    k, s = window_shape[0], strides[0]
+    if not (inputs.ndim == 4 and window_shape == (k, k) and strides == (s, s) and 1 < k <= 11
+            and jnp.issubdtype(inputs.dtype, jnp.floating)):
+        return nn.max_pool(inputs, window_shape, strides, padding)
+    if s == k and padding == "VALID" and inputs.shape[1] % k == 0 and inputs.shape[2] % k == 0:
         return _max_pool_tiles(inputs, k)
-    return nn.max_pool(inputs, window_shape, strides, padding)
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(inputs.shape[1:3], window_shape, strides, padding)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _max_pool_taps(inputs, k, s, padding)

@@ -134,7 +134,7 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = conv(self.num_filters, (7, 7), (2, 2), padding=_pad(7), name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
+        x = conv_ops.max_pool(x, (3, 3), (2, 2), padding=_pad(3))  # == nn.max_pool, elementwise gradient
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 x = self.block_cls(self.num_filters * 2**i, 2 if (i > 0 and j == 0) else 1,
