@@ -12,7 +12,7 @@ One prepared plan, every figure measured side by side on the same card in one ru
   4. a profile of the step by kind of operation (benchmarks/step_profile.py);
   5. the gradient noise scale's cost with 2 microbatches (on against off, rolled and unrolled).
 The plan runs in order of importance; a time budget (--budget-s) skips what no longer fits and says so.
-Results are written after every job (gpu_resnet50.json), raw traces and HLO beside them (a .tar.gz).
+Results are written after every job (gpu_resnet50.json), raw traces and HLO beside them (profile_<batch>.tar.gz).
 
 On a lent GPU machine (no network, no TensorFlow; ml_collections carried as a wheel in .whl/):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
@@ -244,6 +244,25 @@ def _flag_works(flags: str, env: dict) -> bool:
     return proc.returncode == 0
 
 
+def _pack(out_dir: str, log, limit: int = 15 << 20) -> None:
+    """The raw traces and HLO texts, one .tar.gz per batch size; a tar over `limit` bytes keeps only
+    its traces (the summaries are in the JSON either way)."""
+    loose = sorted(n for n in os.listdir(out_dir) if n.startswith(("trace_", "hlo_")))
+    for batch in sorted({n.split(".")[0].rsplit("_", 1)[-1] for n in loose}):
+        names = [n for n in loose if n.split(".")[0].endswith(f"_{batch}")]
+        for keep in (names, [n for n in names if n.startswith("trace_")], []):
+            path = os.path.join(out_dir, f"profile_{batch}.tar.gz")
+            with tarfile.open(path, "w:gz") as tar:
+                for n in keep:
+                    tar.add(os.path.join(out_dir, n), arcname=n)
+            if os.path.getsize(path) <= limit:
+                break
+        if len(keep) < len(names):
+            log(f"profile_{batch}.tar.gz: left out {sorted(set(names) - set(keep))} (over {limit >> 20} MiB)")
+        for n in names:
+            os.remove(os.path.join(out_dir, n))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default=os.path.join("runs", "benchmarks", "gpu_resnet50"),
@@ -359,11 +378,7 @@ def main() -> None:
     if "torch-batches" in jobs:  # 6: the peer at the other batches
         torch_job(["compile"], [small, large, mid], estimate=60)
     save()
-    with tarfile.open(os.path.join(args.out_dir, "traces_and_hlo.tar.gz"), "w:gz") as tar:
-        for name in sorted(os.listdir(args.out_dir)):
-            if name.startswith(("trace_", "hlo_")):
-                tar.add(os.path.join(args.out_dir, name), arcname=name)
-                os.remove(os.path.join(args.out_dir, name))
+    _pack(args.out_dir, log)
     log(table(doc))
     log(f"wrote {json_path} ({time.time() - t_start:.0f} s)")
 

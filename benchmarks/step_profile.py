@@ -164,8 +164,10 @@ def profile_step(run, steps: int, hlo_text: str, keep: str | None = None) -> dic
     .xplane.pb there (for offline reading with jax.profiler.ProfileData.from_file)."""
     import jax
 
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0  # Python calls would bloat the trace and slow the host
     with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp)
+        jax.profiler.start_trace(tmp, profiler_options=options)
         t = time.perf_counter()
         run(steps)
         seconds = time.perf_counter() - t
