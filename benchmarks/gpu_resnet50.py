@@ -44,6 +44,7 @@ CMD_CONV = "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOL
 # for flax's max pool (select_and_scatter gradient) in place of lars_jax.models.conv.max_pool.
 VARIANTS = {
     "main": {"pool": "flax", "compiler_options": {}},  # the step as it was on main (cb35eb5)
+    "main_again": {"pool": "flax", "compiler_options": {}},  # the same: an A/A check of harness and math
     "cmdbuf": {"pool": "flax", "compiler_options": {"xla_gpu_enable_command_buffer": CMD_CONV}},
     "taps": {"compiler_options": {}},
     "taps+cmdbuf": {"compiler_options": {"xla_gpu_enable_command_buffer": CMD_CONV}},
@@ -52,7 +53,7 @@ VARIANTS = {
 # Dense bf16 peaks (no sparsity), NVIDIA H100/H200 SXM datasheets: 989.4 TFLOP/s for both.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4}
 AUTOTUNE_CACHE = "/tmp/lars_jax_autotune"  # shared by the job processes: the same conv algorithms
-JOBS = ("variants", "torch", "batches", "noise", "torch-batches")  # the plan, in order of importance
+JOBS = ("variants", "torch", "headline", "noise", "batches", "torch-batches")  # the plan, in this order
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -157,6 +158,7 @@ def _throughput_job(spec: dict, out_dir: str) -> list[dict]:
                      "images_per_second": batch / step_s, "step_ms": 1e3 * step_s, "compile_s": s.compile_s,
                      "achieved_tflops": tflops, "mfu": tflops / peak if peak else None, "losses": s.losses,
                      "round_step_s": times[s.variant], "baseline": first,
+                     "compiler_options": s.trainer.compiler_options, "pool": VARIANTS[s.variant].get("pool", "lars_jax"),
                      "speedup_vs_baseline": _ratio(times[first], times[s.variant]),
                      "loss_rel_diff_vs_baseline": max(abs(a - b) / abs(b) for a, b in zip(s.losses, steppers[0].losses))})
     # profile the baseline and the fastest variant
@@ -370,11 +372,13 @@ def main() -> None:
                                 key=lambda v: statistics.geometric_mean(score[v]), default=variants[0])
     doc["chosen_variant"] = chosen
     log(f"chosen variant: {chosen}")
-    if "batches" in jobs:  # 4: the other batches, baseline and chosen side by side
-        for b in (mid, large):
-            jax_job(list(dict.fromkeys([variants[0], chosen])), b, estimate=45)
+    if "headline" in jobs:  # the headline batch again beside the peer's run: baseline, an A/A copy, chosen
+        jax_job(list(dict.fromkeys([variants[0], "main_again", chosen])), big, estimate=70)
     if "noise" in jobs:  # 5: the noise scale's cost
         jax_job([chosen], big, noise=True, estimate=60)
+    if "batches" in jobs:  # 4: the other batches, baseline and chosen side by side
+        for b in (small, mid, large):
+            jax_job(list(dict.fromkeys([variants[0], chosen])), b, estimate=45)
     if "torch-batches" in jobs:  # 6: the peer at the other batches
         torch_job(["compile"], [small, large, mid], estimate=60)
     save()

@@ -6,7 +6,7 @@ device operation (a GPU kernel; an XLA:CPU thunk, which needs `--xla_cpu_enable_
 attributed to the HLO instruction that launched it (the `hlo_op` of its annotation, or its kernel
 name), and that instruction to a kind by the optimized HLO (`compiled.as_text()`):
 
-  convolution      cuDNN convolutions (forward, input and weight gradients)
+  convolution      cuDNN convolutions (forward, input and weight gradients; unattributed nvjet kernels)
   matmul           cuBLAS / dot (the final dense layer)
   BN statistics    reductions (BatchNorm statistics and their gradients, the loss, norms)
   elementwise      elementwise fusions (BatchNorm affine, ReLU, residual adds, their gradients)
@@ -67,7 +67,8 @@ def classify(instr: dict | None, kernel_name: str) -> str:
     """The kind (one of KINDS) of an operation: by its HLO instruction when known, else by kernel name."""
     if instr is None:
         name = kernel_name.lower()
-        if re.search(r"conv|xmma|fprop|dgrad|wgrad|implicit_gemm|cudnn", name):
+        # cuDNN runs 1x1 convolutions on cuBLAS's nvjet kernels too; a net's one dense layer is small
+        if re.search(r"conv|xmma|fprop|dgrad|wgrad|implicit_gemm|cudnn|nvjet", name):
             return "convolution"
         if re.search(r"gemm|cublas|cutlass", name):
             return "matmul"

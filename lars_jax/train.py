@@ -180,9 +180,9 @@ class Trainer:
             noise_scale_decay=config.loop.noise_scale_decay)
         self.measures_noise_scale = (config.loop.noise_scale_decay is not None
                                      and steps.noise_scale_measurable(self.mesh, config.mesh.microbatches))
+        self.compiler_options = parallel.compiler_options() if compiler_options is None else compiler_options
         self.train_step = jax.jit(step, in_shardings=(self.state_sharding, batch), out_shardings=(
-            self.state_sharding, repl), donate_argnums=0, compiler_options=(
-                parallel.compiler_options() if compiler_options is None else compiler_options))
+            self.state_sharding, repl), donate_argnums=0, compiler_options=self.compiler_options)
         self.eval_step = jax.jit(steps.make_eval_step(self.model, self.info.num_classes),
                                  in_shardings=(self.state_sharding, batch), out_shardings=repl)
 
