@@ -11,7 +11,8 @@ name), and that instruction to a kind by the optimized HLO (`compiled.as_text()`
   BN statistics    reductions (BatchNorm statistics and their gradients, the loss, norms)
   elementwise      elementwise fusions (BatchNorm affine, ReLU, residual adds, their gradients)
   copy/transpose   copies, transposes, layout changes
-  max pool         reduce-window / select-and-scatter
+  max pool         the max pool and its gradient (lax's reduce-window / select-and-scatter, or
+                   lars_jax.models.conv.max_pool's operations, under its `max_pool` name scope)
   optimizer        operations under the step's `optimizer` name scope (the LARS update)
   noise scale      operations under its `noise_scale` name scope
   all-reduce       collectives
@@ -89,7 +90,7 @@ def classify(instr: dict | None, kernel_name: str) -> str:
     if opcode in ("copy", "transpose", "copy-start", "copy-done") or (
             opcode == "fusion" and re.search(r"ROOT %?\S+ = \S+ (copy|transpose)\(", body)):
         return "copy/transpose"
-    if re.search(r"\b(select-and-scatter|reduce-window)\(", text):
+    if re.search(r"\b(select-and-scatter|reduce-window)\(|max_pool/|reduce_window_max|select_and_scatter", text):
         return "max pool"
     if opcode in ("reduce",) or re.search(r"\breduce\(", body) or "kind=kInput" in line:
         return "BN statistics"

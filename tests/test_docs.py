@@ -71,6 +71,11 @@ COMMANDS = {
         Fails(("ILSVRC2012_img_train.tar", "tfds build imagenet2012")),
     f".venv/bin/python -m lars_jax.main {R50} --workdir runs/smoke --config.data.name=synthetic --config.data.image_size=64 "
     "--config.global_batch_size=64 --config.mesh.microbatches=1 --config.loop.stop_after_steps=2": Run(expect="results in"),
+    # docs/performance.md
+    ".venv/bin/python benchmarks/gpu_resnet50.py         # on a GPU: the whole plan -> runs/benchmarks/gpu_resnet50/":
+        Fails(("needs a GPU",)),
+    ".venv/bin/python benchmarks/gpu_resnet50.py --tiny  # on a CPU: the same plan on ResNet-20, a smoke run":
+        Run(("--jobs", "variants", "--variants", "main", "--steps", "1", "--rounds", "1"), "wrote"),
     # docs/noise-scale.md
     ".venv/bin/python benchmarks/noise_scale_overhead.py --out benchmarks/results/noise_scale_overhead_cpu.json":
         Run(("--rounds", "2", "--steps", "1", "--profile-steps", "1", "--models", "mlp,small_cnn"), "wrote"),

@@ -210,7 +210,10 @@ def test_cli_writes_json_and_png(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
     assert doc["knl_efficiency"] == pytest.approx(result["knl_efficiency"])
     assert {r["device"] for r in doc["devices_table"]} >= {"M40", "P100", "KNL 7250", "Xeon 8160", "V100", "A100",
-                                                           "H100", "TPU v3"}
+                                                           "H100", "H200", "TPU v3"}
+    h200 = next(r for r in doc["devices_table"] if r["device"] == "H200")
+    assert h200["throughput_source"].startswith("6863 img/s (measured here: bfloat16, our train step (LARS, layer "
+                                                "statistics off), batch 256, jax 0.11.2, benchmarks/results/gpu_resnet50")
     assert all(math.isfinite(r["total_s"]) for r in doc["devices_table"])
     assert os.path.basename(scaling.MODEL_FLOPS_JSON) == "model_flops.json"
 

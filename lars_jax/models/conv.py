@@ -1,9 +1,9 @@
-"""A 2-D convolution and a max pool with lax's math, whose gradients XLA's CPU backend runs faster.
+"""A 2-D convolution and a max pool with lax's math, whose gradients XLA runs faster (the conv on CPU).
 
 Both are drop-ins: `conv_general_dilated` for `lax.conv_general_dilated` (pass it to flax's
 `nn.Conv(conv_general_dilated=...)`: parameters, names and shapes are unchanged) and `max_pool`
 for `flax.linen.max_pool`. Forward values are lax's; derivatives are lax's up to float rounding
-of the weight terms' sums (and bit for bit for the pool). docs/performance.md has the profiles.
+of the weight terms' sums (and of overlapping pool windows' sums). docs/performance.md has the profiles.
 
 Both are `jax.custom_jvp`s with a linear tangent rule that JAX transposes for reverse mode, so
 jvp, linearize, forward-over-reverse HVPs and reverse mode all work; each tangent rule is written
@@ -30,14 +30,17 @@ dW[i, j, c, o] = sum_{b, h, w} xpad[b, s*h + i, s*w + j, c] * g[b, h, w, o]:
     (the small CNN's second conv reads the pool output: there the extra matmuls cost more than
     they save, so it passes False and gets lax's conv and derivatives unchanged).
 
-max_pool: for non-overlapping windows (window == stride, VALID, sizes divisible) the forward pass
-is the elementwise maximum of the k*k strided taps, which also records the index (int8) of the
-first maximal tap; the tangent is that tap's tangent, so the transpose routes each gradient to
-it. This is exactly the derivative of `lax.reduce_window` max in both modes (XLA's
-select_and_scatter gives the gradient to the first maximum of the window, ties included); on CPU
-XLA expands select_and_scatter into a reduce-window over (value, index) tuples, a stack of iotas
-and a scatter: ~60% of the small CNN's train step. Other pools (overlapping 3x3/2, padding) go to
-`flax.linen.max_pool`.
+max_pool: the first maximum of each window, as lax's reduce-window max, with a gradient made of
+elementwise operations instead of select_and_scatter, which XLA's CPU backend expands into a
+reduce-window over (value, index) tuples, a stack of iotas and a scatter (~60% of the small CNN's
+train step) and its GPU backend runs as a scatter with atomics. The forward pass is the maximum of
+the k*k strided taps of the (-inf padded) input, recording the index (int8) of the first maximal tap;
+the tangent is that tap's tangent, so the transpose routes each gradient to it (strided pads that
+XLA fuses; overlapping windows add theirs). This is lax's derivative in both modes
+(select_and_scatter also gives the gradient to the first maximum of the window, ties included):
+bit for bit for non-overlapping windows (the "tiles" path: the windows tile the input), equal up to
+the order of the additions where windows overlap (the ResNet stem's 3x3/2, AlexNet's). Other
+windows go to `flax.linen.max_pool`.
 """
 from __future__ import annotations
 
@@ -232,7 +235,11 @@ def max_pool(inputs, window_shape: Sequence[int], strides: Sequence[int] | None 
     """flax.linen.max_pool with the gradients of the module docstring: non-overlapping k x k windows
     take the tiles path (bit-identical), other square windows with equal strides (the ResNet stem's
     3x3/2, AlexNet's 3x3/2) the strided-taps path; anything else is flax's."""
-    window_shape = tuple(window_shape)
+    with jax.named_scope("max_pool"):  # names its operations in profiles (benchmarks/step_profile.py)
+        return _max_pool(inputs, tuple(window_shape), strides, padding)
+
+
+def _max_pool(inputs, window_shape, strides, padding):
     strides = tuple(strides) if strides is not None else (1,) * len(window_shape)  # flax's default
     k, s = window_shape[0], strides[0]
     if not (inputs.ndim == 4 and window_shape == (k, k) and strides == (s, s) and 1 < k <= 11
