@@ -63,8 +63,8 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, *, end: floa
     """Linear warmup, then half-cosine from `peak` to `end` over the remaining steps."""
     _check_warmup(peak, warmup_steps, init)
     check_range("end", end, lambda v: v >= 0, "be >= 0")
-    return _float_steps(optax.warmup_cosine_decay_schedule(init, peak, warmup_steps, max(total_steps, warmup_steps + 1),
-                                                           end))
+    schedule = optax.warmup_cosine_decay_schedule(init, peak, warmup_steps, max(total_steps, warmup_steps + 1), end)
+    return _float_steps(schedule)
 
 
 def warmup_step(peak: float, warmup_steps: int, boundaries: tuple[int, ...], *,
