@@ -17,7 +17,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_16k"
-    # NOT FOUND in PAPER.md for this batch; chose 8 epochs, the value confirmed at 8k (the
+    # NOT FOUND in You et al. for this batch; chose 8 epochs, the value confirmed at 8k (the
     # largest batch with a confirmed warmup)
     c.schedule.warmup_epochs = 8.0
     c.global_batch_size = 16384  # the row's batch

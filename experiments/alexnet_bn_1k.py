@@ -17,7 +17,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_1k"
-    # NOT FOUND in PAPER.md for this batch; chose 2 epochs, as at 512
+    # NOT FOUND in You et al. for this batch; chose 2 epochs, as at 512
     c.schedule.warmup_epochs = 2.0
     c.global_batch_size = 1024  # the row's batch
     return c

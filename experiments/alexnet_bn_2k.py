@@ -17,7 +17,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_2k"
-    # NOT FOUND in PAPER.md for this batch; chose 5 epochs (Goyal et al.'s warmup length),
+    # NOT FOUND in You et al. for this batch; chose 5 epochs (Goyal et al.'s warmup length),
     # between the 2 used at 1k and the paper's 13 at 4k
     c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 2048  # the row's batch

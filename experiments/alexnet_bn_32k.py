@@ -1,7 +1,8 @@
 """AlexNet-BN, batch 32,768, LARS, 100 epochs: one row of the paper's AlexNet-BN table.
 
-PAPER.md (confirmed): 100 epochs of AlexNet-BN at batch 32k took 24 minutes on 512 Intel KNL
-(Xeon Phi 7250) chips, 64 images per KNL; later 11 minutes on 2,048 Xeon Platinum 8160.
+You et al.: 100 epochs of AlexNet-BN at batch 32k took 24 minutes (v1 abstract) on 512 Intel KNL
+(Xeon Phi 7250) chips, 64 images per KNL; later 11 minutes on 2,048 Xeon Platinum 8160 (ICPP 2018
+abstract).
 Every value (and its source) is experiments/alexnet_bn_512.py's, except the lines below: the batch
 and what depends on it. The peak LR follows that row's sqrt rule: 2 * sqrt(32768 / 512) = 16.
 
@@ -19,7 +20,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_32k"
-    # NOT FOUND in PAPER.md for this batch; chose 8 epochs, the value confirmed at 8k (the
+    # NOT FOUND in You et al. for this batch; chose 8 epochs, the value confirmed at 8k (the
     # largest batch with a confirmed warmup)
     c.schedule.warmup_epochs = 8.0
     c.global_batch_size = 32768  # the row's batch

@@ -17,7 +17,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_4k"
-    # PAPER.md: LARS warmup reported as 13 epochs at 4k for AlexNet-BN
+    # You et al.: LARS warmup of 13 epochs at 4k for AlexNet-BN
     c.schedule.warmup_epochs = 13.0
     c.global_batch_size = 4096  # the row's batch
     return c

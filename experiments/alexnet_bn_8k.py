@@ -17,7 +17,7 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "alexnet_bn_512.py"))
     c.name = "alexnet_bn_8k"
-    # PAPER.md: LARS warmup reported as 8 epochs at 8k for AlexNet-BN
+    # You et al.: LARS warmup of 8 epochs at 8k for AlexNet-BN
     c.schedule.warmup_epochs = 8.0
     c.global_batch_size = 8192  # the row's batch
     c.mesh.microbatches = 2  # memory only, see the module docstring

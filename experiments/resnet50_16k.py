@@ -18,12 +18,13 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_32k.py"))
     c.name = "resnet50_16k"
-    # bn_group_size stays the 32k row's 64 (its per-KNL batch, PAPER.md) so that BN means the same in
+    # bn_group_size stays the 32k row's 64 (its per-KNL batch, You et al.) so that BN means the same in
     # every LARS row: NOT FOUND per row
-    # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 25 below 32k (the paper's own LR NOT FOUND)
+    # MLPerf TF2 reference lars_util.py (= MLPerf v0.7 TF): peak LR 25 from 16k to below 32k (the
+    # paper's own LR NOT FOUND)
     c.schedule.base_learning_rate = 25.0
     c.schedule.base_batch_size = 16384  # the peak LR above is given for this batch
-    # PAPER.md: MLPerf v0.7 warmup 5 epochs below 32k (the paper's own warmup NOT FOUND)
+    # MLPerf TF2 reference lars_util.py: warmup 5 epochs below 32k (the paper's own warmup NOT FOUND)
     c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 16384  # the row's batch
     c.mesh.microbatches = 8  # memory only, see the module docstring

@@ -21,12 +21,12 @@ def get_config():
     # He et al. 2016 / Goyal et al.: 256 over 8 GPUs = 32 images per BN group. NOT FOUND for the
     # paper's run
     c.model.bn_group_size = 32
-    # NOT FOUND: the paper's per-row LRs were not confirmed. Chosen: the lowest band of Google's
-    # MLPerf v0.7 LARS rule (PAPER.md: peak LR 10 below 16k); MLPerf never ran 256, so untested
-    # here
+    # NOT FOUND: the paper's per-row LRs were not confirmed. Chosen: the lowest band of the MLPerf
+    # LARS rule (MLPerf TF2 reference lars_util.py: peak LR 10 below 16k); MLPerf never ran 256,
+    # so untested here
     c.schedule.base_learning_rate = 10.0
     c.schedule.base_batch_size = 256  # the peak LR above is given for this batch
-    # NOT FOUND for this batch; chose 5 epochs, MLPerf v0.7's warmup below 16k (PAPER.md)
+    # NOT FOUND for this batch; chose 5 epochs, the MLPerf TF2 reference's warmup below 16k (lars_util.py)
     c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 256  # the row's batch
     c.mesh.microbatches = 1  # memory only, see the module docstring

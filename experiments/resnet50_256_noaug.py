@@ -1,7 +1,7 @@
 """ResNet-50, LARS, without data augmentation: the 'without' row beside experiments/resnet50_256.py.
 
-Every value (and its source) is that file's, except: PAPER.md says the paper reports ResNet-50
-with and without augmentation; this row uses the central 224/256 crop only (what the paper's
+Every value (and its source) is that file's, except: You et al. report ResNet-50 with and
+without augmentation; this row uses the central 224/256 crop only (what the paper's
 setting without augmentation did exactly: NOT FOUND).
 
     python -m lars_jax.main --config experiments/resnet50_256_noaug.py \

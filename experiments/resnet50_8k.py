@@ -18,12 +18,13 @@ from lars_jax.configs import load_config
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_32k.py"))
     c.name = "resnet50_8k"
-    # bn_group_size stays the 32k row's 64 (its per-KNL batch, PAPER.md) so that BN means the same in
+    # bn_group_size stays the 32k row's 64 (its per-KNL batch, You et al.) so that BN means the same in
     # every LARS row: NOT FOUND per row
-    # PAPER.md: Google MLPerf v0.7 LARS rule, peak LR 10 below 16k (the paper's own LR NOT FOUND)
+    # MLPerf TF2 reference lars_util.py (= MLPerf v0.7 TF): peak LR 10 below batch 16k (the paper's
+    # own LR NOT FOUND)
     c.schedule.base_learning_rate = 10.0
     c.schedule.base_batch_size = 8192  # the peak LR above is given for this batch
-    # PAPER.md: MLPerf v0.7 warmup 5 epochs below 16k (the paper's own warmup NOT FOUND)
+    # MLPerf TF2 reference lars_util.py: warmup 5 epochs below 16k (the paper's own warmup NOT FOUND)
     c.schedule.warmup_epochs = 5.0
     c.global_batch_size = 8192  # the row's batch
     c.mesh.microbatches = 4  # memory only, see the module docstring

@@ -74,6 +74,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.schedule.warmup_init_learning_rate = 0.0  # warmup rises linearly from this LR to the peak
     c.schedule.decay = "poly"  # poly | cosine | step | constant
     c.schedule.poly_power = 2.0  # the paper's gamma_0 * (1 - t/T)^2
+    # poly: the decay spans total - warmup + this many steps; 1 = the MLPerf reference's length
+    c.schedule.poly_extra_decay_steps = 0
     c.schedule.end_learning_rate = 0.0
     c.schedule.step_decay_epochs = (30, 60, 80)  # Goyal et al.: x0.1 at epochs 30, 60, 80
     c.schedule.step_decay_factor = 0.1

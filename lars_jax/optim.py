@@ -8,8 +8,10 @@ LARS (You, Gitman, Ginsburg 2017, Algorithm 1), per parameter tensor w with grad
 
 with eta the trust coefficient, beta the weight decay, gamma_t the global schedule, m the
 momentum. Where a norm is 0, lambda = 1, each mode as its reference does: "paper" tests ||w|| and
-||g|| (TF's LARSOptimizer, MLPerf; a tensor with g = 0 then still decays by gamma_t * beta * w),
-"optax" tests ||w|| and ||g + beta * w||, exactly as `optax.lars` (g = 0 keeps lambda = eta / beta).
+||g|| (tf.contrib's LARSOptimizer, the MLPerf TF2 reference; a tensor with g = 0 then still decays
+by gamma_t * beta * w), "optax" tests ||w|| and ||g + beta * w||, exactly as `optax.lars` (g = 0
+keeps lambda = eta / beta). Google's MLPerf v0.7 JAX code (flax.optim.LARS before September 2020)
+tests ||w|| + ||g||, a third rule not offered here (docs/optimizer.md).
 Norms accumulate in float32 for bf16/f16 leaves and in the leaf's own dtype for float32/float64.
 Excluded tensors (default: every leaf with
 ndim <= 1, i.e. biases and BatchNorm scale/bias) get v <- m * v + gamma_t * g: no trust ratio, no

@@ -69,7 +69,7 @@ def total_steps(config, steps_per_epoch: int) -> int:
 
 _SCHEDULE_ARGS = {"peak": "base_learning_rate", "warmup_steps": "warmup_epochs", "power": "poly_power",
                   "end": "end_learning_rate", "init": "warmup_init_learning_rate", "factor": "step_decay_factor",
-                  "rule": "lr_scaling"}
+                  "rule": "lr_scaling", "extra_decay_steps": "poly_extra_decay_steps"}
 
 
 def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -88,7 +88,7 @@ def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     init = sc.warmup_init_learning_rate
     if sc.decay == "poly":
         return build(schedules.warmup_poly, peak, warmup, total, power=sc.poly_power, end=sc.end_learning_rate,
-                     init=init)
+                     init=init, extra_decay_steps=sc.poly_extra_decay_steps)
     if sc.decay == "cosine":
         return build(schedules.warmup_cosine, peak, warmup, total, end=sc.end_learning_rate, init=init)
     if sc.decay == "step":

@@ -82,7 +82,7 @@ def test_lars_rows_use_the_papers_confirmed_values(path):
     config = load(path)
     lars, sc = config.optimizer.lars, config.schedule
     assert config.optimizer.name == "lars" and lars.denominator == "paper"
-    # PAPER.md confirms these for every LARS row: eta 0.001, momentum 0.9, poly(2) decay.
+    # You et al. give these for every LARS row: eta 0.001, momentum 0.9, poly(2) decay.
     assert (lars.trust_coefficient, lars.momentum, sc.poly_power, sc.decay) == (0.001, 0.9, 2.0, "poly")
     assert config.data.name == "imagenet2012" and config.model.dtype == "float32"
     if config.model.name == "alexnet_bn":
@@ -90,7 +90,7 @@ def test_lars_rows_use_the_papers_confirmed_values(path):
     else:
         assert config.model.name == "resnet50" and sc.num_epochs == 90
         assert config.data.augment == (not config.name.endswith("_noaug"))
-    warmups = {"alexnet_bn_4k": 13.0, "alexnet_bn_8k": 8.0}  # PAPER.md
+    warmups = {"alexnet_bn_4k": 13.0, "alexnet_bn_8k": 8.0}  # You et al.
     if config.name in warmups:
         assert sc.warmup_epochs == warmups[config.name]
 
@@ -104,7 +104,7 @@ def test_baselines_use_the_papers_confirmed_values():
     sc = goyal.schedule
     peak = schedules.scaled_learning_rate(sc.base_learning_rate, goyal.global_batch_size,
                                           base_batch_size=sc.base_batch_size, rule=sc.lr_scaling)
-    assert peak == pytest.approx(0.1 * 8192 / 256)  # PAPER.md: LR = 0.1 * batch / 256
+    assert peak == pytest.approx(0.1 * 8192 / 256)  # Goyal et al.: LR = 0.1 * batch / 256
     assert (goyal.optimizer.name, sc.warmup_epochs, sc.decay, sc.num_epochs) == ("sgd", 5.0, "step", 90)
 
 

@@ -83,7 +83,8 @@ def test_model_facts_against_published_counts():
     rn50, alexnet = MODELS["resnet50"], MODELS["alexnet"]
     assert rn50.params == 25_557_032  # torchvision's ResNet-50
     assert alexnet.params == 60_965_224  # BVLC AlexNet
-    # PAPER.md: ResNet-50 forward ~4.1 GMACs = 8.2 GFLOPs; XLA skips padded taps: a few % lower.
+    # torchvision's resnet50 weights table: 4.09 GFLOPS, counting a multiply-add once, i.e. ~8.2
+    # GFLOPs; XLA skips padded taps: a few % lower.
     assert rn50.forward_flops == pytest.approx(8.2e9, rel=0.05)
     assert rn50.gradient_bytes() == 25_557_032 * 4
 
@@ -126,8 +127,8 @@ def test_every_device_number_has_a_source():
         keys = " ".join(dev.sources)
         assert "price" in keys, dev.name
         assert "peak" in keys, dev.name
-    assert scaling.DEVICES["DGX-1"].price == 129_000  # PAPER.md
-    assert KNL.price == 2_436  # PAPER.md
+    assert scaling.DEVICES["DGX-1"].price == 129_000  # You et al.'s cost comparison
+    assert KNL.price == 2_436  # You et al.'s cost comparison
     assert KNL.peak_fp32 == pytest.approx(6.09e12, rel=1e-3)  # 68 cores x 1.4 GHz x 64
 
 

@@ -2,7 +2,7 @@
 
 Per iteration on p devices with a global batch B (b = B / p images per device):
   t_comp = b * F_train / (peak * efficiency)     or  b / (images per second per device)
-           F_train = F_forward * BACKWARD_FACTOR (3: backward ~ 2x forward, PAPER.md)
+           F_train = F_forward * BACKWARD_FACTOR (3: backward ~ 2x forward, the usual convention)
   t_comm = all-reduce of the gradient (parameter count x bytes per value):
            ring:          2 (p-1)/p * bytes / bw + 2 (p-1) * alpha
            tree:          2 ceil(log2 p) * (alpha + bytes / bw)   (binomial reduce + broadcast)
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lars_jax.scaling.nets import ModelFacts
 
 IMAGENET_TRAIN = 1_281_167  # ILSVRC-2012 train images
-BACKWARD_FACTOR = 3.0  # training FLOPs = 3 x forward (backward ~ 2 x forward; PAPER.md)
+BACKWARD_FACTOR = 3.0  # training FLOPs = 3 x forward (backward ~ 2 x forward: e.g. Kaplan et al., arXiv 2001.08361)
 BYTES_PER_VALUE = {"float32": 4, "bfloat16": 2, "float16": 2}
 ALGORITHMS = ("ring", "tree", "hierarchical")
 

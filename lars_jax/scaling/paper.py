@@ -1,4 +1,10 @@
-"""The paper's figures (PAPER.md) and every check of the model against them.
+"""The paper's figures and every check of the model against them.
+
+Figures of You et al., "ImageNet Training in Minutes": the 5-second bound, 1e18 operations, 14 days
+on one M40, 24 minutes (AlexNet) and one hour (ResNet-50) are in the arXiv v1 abstract (1709.05011v1);
+20 minutes on 2,048 KNL and 11 minutes on 2,048 Xeon 8160 in the ICPP 2018 abstract; the chip
+counts (512 KNL), prices, the 3.4x cost ratio, the DGX-1 AlexNet times and Table 1 in the paper's
+text (docs/experiments.md, "Sources").
 
 `paper_checks()` compares the model with the paper's figures, showing which input was fitted to
 which figure and the error on the others.
@@ -14,7 +20,7 @@ from lars_jax.scaling.nets import ModelFacts, load_models
 PAPER_IMAGENET_TRAIN = 1.28e6  # the paper's Table 1 uses "1.28 million"
 GB = 1e9
 
-PAPER = {  # PAPER.md, "Figures from the paper (confirmed)"
+PAPER = {  # You et al.: see the module docstring for where each figure is stated
     "resnet50_ops": 1e18, "top_supercomputer_flops": 2e17, "m40_days": 14.0,
     "dgx1_price": 129_000, "dgx1_count": 32, "dgx1_cost": 4.1e6,
     "knl_price": 2_436, "knl_count": 512, "knl_cost": 1.2e6, "cost_ratio": 3.4,
