@@ -90,6 +90,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # checkpoint and write results.json; rerunning with a larger value (or None) continues.
     c.loop.stop_after_steps = _int()
     c.loop.log_every = 50  # steps between console/TensorBoard scalars
+    # Between them, a console line (not TensorBoard) after the first step and whenever this many
+    # seconds passed since the last line; None = steps only.
+    c.loop.log_every_seconds = ml_collections.FieldReference(15.0, field_type=float)
     c.loop.layer_stats_every = 200  # steps between per-layer ||w||, ||g||, trust-ratio summaries; 0 = off
     c.loop.eval_every = _int()  # None = once per epoch
     c.loop.eval_batch_size = _int()  # None = global_batch_size
@@ -158,8 +161,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"must lie in [0, 1), got {config.loss.label_smoothing}")
     epochs = config.schedule.num_epochs
     _require(math.isfinite(epochs) and epochs > 0, "schedule.num_epochs", f"must be a finite number > 0, got {epochs}")
-    _positive_or_none(config, "schedule.total_steps", "loop.stop_after_steps", "loop.log_every", "loop.eval_every",
-                      "loop.checkpoint_every", "loop.eval_batch_size")
+    _positive_or_none(config, "schedule.total_steps", "loop.stop_after_steps", "loop.log_every",
+                      "loop.log_every_seconds", "loop.eval_every", "loop.checkpoint_every", "loop.eval_batch_size")
     keep = config.loop.keep_checkpoints
     _require(keep is None or keep >= 1, "loop.keep_checkpoints",
              f"must be >= 1 (the newest N checkpoints are kept) or None (keep all), got {keep}")

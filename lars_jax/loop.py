@@ -1,10 +1,11 @@
 """Small pieces of the training loop: when to act, how fast it runs, and what it reports.
 
-`due` says whether a periodic action falls on a step; `Meter` keeps the run's seconds and images
+`due` says whether a periodic action falls on a step; `LineClock` whether a console line is due
+between those of `log_every`; `Meter` keeps the run's seconds and images
 (across resumed invocations: it starts from the progress saved with the checkpoint) and gives
 images/s and the ETA; `NoiseScaleTail` averages the gradient-noise-scale estimates of the run's
-last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) and one console line
-per log window.
+last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) at `log_every` steps
+and the console lines.
 """
 from __future__ import annotations
 
@@ -18,6 +19,21 @@ from absl import logging
 def due(step: int, every: int | None) -> bool:
     """True when a periodic action with period `every` (None or 0: never) falls on `step`."""
     return bool(every) and step % every == 0
+
+
+class LineClock:
+    """When the console gets a line besides those of `log_every`: after the first step of an
+    invocation (which compiles), then whenever `every_seconds` (None: never) have passed since the
+    last line. It reads the host's clock only, so deciding never waits for the device."""
+
+    def __init__(self, every_seconds: float | None, clock=time.monotonic):
+        self.every, self.clock, self.last = every_seconds, clock, None
+
+    def due(self) -> bool:
+        return self.last is None or bool(self.every) and self.clock() - self.last >= self.every
+
+    def printed(self) -> None:
+        self.last = self.clock()
 
 
 class Meter:
@@ -130,13 +146,13 @@ class Reporter:
     def hparams(self, flat: dict) -> None:
         self.writer.write_hparams({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
 
-    def train(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float) -> dict:
-        """Writes one window of fetched (step, metrics) pairs: means of loss/accuracy and the last
-        step's learning rate and norms at the window's last step, and the per-layer statistics of
-        every step that computed them. Returns the scalars; logs one line."""
-        step, last = fetched[-1]
-        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in fetched])),
-                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
+    def train(self, window: list[tuple[int, dict]], images_per_second: float) -> dict:
+        """Writes one log window of fetched (step, metrics) pairs: means of loss/accuracy and the
+        last step's learning rate and norms at the window's last step, and the per-layer statistics
+        of every step that computed them. Returns the scalars."""
+        step, last = window[-1]
+        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in window])),
+                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in window])),
                    "learning_rate": float(last["learning_rate"]), "grad_norm": float(last["grad_norm"]),
                    "param_norm": float(last["param_norm"])}
         if math.isfinite(images_per_second):
@@ -146,13 +162,23 @@ class Reporter:
             scalars.update({"gns/b_simple": float(ns["b_simple"]), "gns/grad_sq": float(ns["avg_grad_sq"]),
                             "gns/trace_sigma": float(ns["avg_trace_sigma"])})
         self.writer.write_scalars(step, scalars)
-        for s, m in fetched:
+        for s, m in window:
             if due(s, self.layer_every):
                 self.writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
-        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s", step, self.total,
-                     step / self.spe, scalars["train_loss"], scalars["train_accuracy"], scalars["learning_rate"],
-                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds))
         return scalars
+
+    def line(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float,
+             first_step_seconds: float | None = None) -> None:
+        """One console line for the steps fetched since the previous line: their mean loss and
+        accuracy, the last one's learning rate; after an invocation's first step, its time."""
+        step, last = fetched[-1]
+        first = (f"  first step {first_step_seconds:.1f} s (loading the data and compiling)"
+                 if first_step_seconds is not None else "")
+        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s%s", step, self.total,
+                     step / self.spe, np.mean([m["loss"] for _, m in fetched]),
+                     np.mean([m["accuracy"] for _, m in fetched]), float(last["learning_rate"]),
+                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds),
+                     first)
 
     def eval(self, step: int, metrics: dict) -> None:
         """metrics: {split_accuracy, split_loss, split_examples} for the splits evaluated."""

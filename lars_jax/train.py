@@ -303,6 +303,8 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     tail = loop.NoiseScaleTail(stop, progress)
     preempted = PreemptionWatch()
     pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
+    window: list[tuple[int, dict]] = []  # fetched since the last log_every point (TensorBoard's window)
+    lines = loop.LineClock(config.loop.log_every_seconds)
     eval_metrics: dict = {}
     train_loss = progress.get("train_loss", math.nan)
     batches = trainer.train_batches(start)
@@ -317,13 +319,21 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             stopped = preempted(step)
             last = step == stop
             evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
-            if not (stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)):
+            summarize = stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)
+            if not (summarize or lines.due()):
                 continue
-            fetched = _check_finite(jax.device_get(pending), ckpt)  # before any checkpoint of them
+            fetched = jax.device_get(pending)
             pending.clear()
+            window += fetched
             ips = meter.close_window()
-            train_loss = report.train(fetched, ips, meter.eta(stop - step))["train_loss"]
-            tail.add(fetched)
+            report.line(fetched, ips, meter.eta(stop - step), meter.compile_seconds if step == start + 1 else None)
+            lines.printed()
+            if not summarize:  # a line only: the checks and summaries stay at the same steps on every process
+                continue
+            _check_finite(window, ckpt)  # before any checkpoint of them
+            train_loss = report.train(window, ips)["train_loss"]
+            tail.add(window)
+            window = []
             progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
             ckpt.check()
             if stopped:
