@@ -9,11 +9,34 @@ and the console lines.
 """
 from __future__ import annotations
 
+import logging as pylogging
 import math
+import os
 import time
 
 import numpy as np
 from absl import logging
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class QuietLibraries(pylogging.Filter):
+    """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
+    dropped (lars_jax reports checkpoint failures itself, in one line)."""
+
+    def filter(self, record) -> bool:
+        if record.pathname.startswith(_PACKAGE_DIR):
+            return True
+        return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
+
+
+def show_progress() -> None:
+    """Where no `python -m lars_jax.main` sets up the console (a notebook, a script): the loop's
+    lines are shown, other libraries' only from warnings up."""
+    logging.set_verbosity(logging.INFO)
+    absl_logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, QuietLibraries) for f in absl_logger.filters):
+        absl_logger.addFilter(QuietLibraries())
 
 
 def due(step: int, every: int | None) -> bool:
