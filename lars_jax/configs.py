@@ -43,6 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.augment = True  # random crop (+ flip where it makes sense) on the train split
     c.data.image_size = _int()  # None = the dataset's own size
     c.data.synthetic_num_classes = 1000  # only for name="synthetic"
+    c.data.synthetic_num_eval = 1024  # only for name="synthetic": examples its evaluation reads
     # > 0: the last N examples of the train split are a validation split (in-memory datasets),
     # trained on by no one; the loop evaluates it during training and both it and the eval split
     # at the end, so a choice (an LR, a checkpoint) can be made without the test set.
@@ -153,6 +154,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"{held}: a validation split is held out of in-memory datasets only "
              f"({', '.join(n for n, d in sorted(data.DATASETS.items()) if d.supports_validation)}); use 0 for "
              f"{config.data.name}")
+    _require(config.data.synthetic_num_eval > 0, "data.synthetic_num_eval",
+             f"must be > 0, got {config.data.synthetic_num_eval}")
     _one_of(config.model.name, "model.name", sorted(models.MODELS))
     _one_of(config.model.dtype, "model.dtype", DTYPES)
     _one_of(config.optimizer.name, "optimizer.name", optim.OPTIMIZERS)

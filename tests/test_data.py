@@ -412,6 +412,8 @@ def test_synthetic_without_tensorflow():
             "assert b['image'].shape == (3, 16, 16, 3) and b['image'].dtype.name == 'float32'\n"
             "assert b['label'].dtype.name == 'int32' and b['label'].max() < 7\n"
             "assert {len(x) for x in e} == {4} and sum(b['mask'].sum() for x in e for b in x) == 1024\n"
+            "c.synthetic_num_eval = 50; e = list(data.eval_iterator(c, local_batch_size=16))\n"
+            "assert data.get_info(c).num_eval == 50 and [b['mask'].sum() for b in e] == [16, 16, 16, 2]\n"
             "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))

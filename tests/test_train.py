@@ -88,6 +88,8 @@ def test_cli_end_to_end_then_resume(tmp_path):
     ({"global_batch_size": 100}, "config.global_batch_size"),  # 8 devices
     ({"model__name": "vgg"}, "config.model.name"),
     ({"data__name": "mnist2"}, "config.data.name"),
+    ({"data__synthetic_num_eval": 0}, "config.data.synthetic_num_eval: must be > 0"),
+    ({"loop__log_every_seconds": -1.0}, "config.loop.log_every_seconds: must be > 0 or None"),
     ({"mesh__microbatches": 3, "global_batch_size": 64}, "config.global_batch_size"),
     ({"model__bn_group_size": 3}, "config.model.bn_group_size"),
     ({"model__variant": "v1"}, "config.model.variant: not an option of model 'small_cnn'"),
