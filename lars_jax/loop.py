@@ -5,13 +5,15 @@ between those of `log_every`; `Meter` keeps the run's seconds and images
 (across resumed invocations: it starts from the progress saved with the checkpoint) and gives
 images/s and the ETA; `NoiseScaleTail` averages the gradient-noise-scale estimates of the run's
 last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) at `log_every` steps
-and the console lines.
+and the console lines; `QuietLibraries` keeps other libraries' INFO records off the console
+(`show_progress` sets that up where `python -m lars_jax.main` does not: a notebook, a script).
 """
 from __future__ import annotations
 
 import logging as pylogging
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -55,8 +57,37 @@ class LineClock:
     def due(self) -> bool:
         return self.last is None or bool(self.every) and self.clock() - self.last >= self.every
 
+    def seconds_left(self) -> float | None:
+        """Until the next line is due (None: never), at least a second once it is: a step slower
+        than the interval is then asked about once a second, not in a busy loop."""
+        if self.last is not None and not self.every:
+            return None
+        return max(1.0, 0.0 if self.last is None else self.every - (self.clock() - self.last))
+
     def printed(self) -> None:
         self.last = self.clock()
+
+
+def computed(pending: list[tuple[int, dict]]) -> int:
+    """How many of the pending (step, metrics on the device), oldest first, the device has
+    computed. jax.Array.is_ready asks without waiting: the host, which runs ahead of the device,
+    can print a line for the steps done so far."""
+    import jax
+    done = 0
+    for _, metrics in pending:
+        if not all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)):
+            break
+        done += 1
+    return done
+
+
+def finished(metrics) -> threading.Event:
+    """An event set once the device has computed `metrics` (a pytree of jax.Arrays): waiting on it
+    with a timeout, the loop can print lines while the device works through the steps queued."""
+    import jax
+    event = threading.Event()
+    threading.Thread(target=lambda: (jax.block_until_ready(metrics), event.set()), daemon=True).start()
+    return event
 
 
 class Meter:
@@ -71,7 +102,6 @@ class Meter:
         self.images = int(progress.get("images_seen", 0))
         self.compile_seconds = 0.0
         self._mark = time.perf_counter()
-        self._window_steps = 0
         self._compiled = False
         self.last_window_seconds_per_step = math.nan
 
@@ -82,14 +112,13 @@ class Meter:
             jax.block_until_ready(block_on)
             now = time.perf_counter()
             self.compile_seconds, self._mark, self._compiled = now - self._mark, now, True
-        else:
-            self._window_steps += 1
 
-    def close_window(self) -> float:
-        """Ends the current window (at a fetch point): returns its images/s (nan if empty)."""
+    def close_window(self, steps: int) -> float:
+        """Ends the current window, in which the device finished `steps` train steps (the compiling
+        one not counted): returns its images/s (nan if none)."""
         now = time.perf_counter()
-        seconds, steps = now - self._mark, self._window_steps
-        self._mark, self._window_steps = now, 0
+        seconds = now - self._mark
+        self._mark = now
         if not steps:
             return math.nan
         self.train_seconds += seconds

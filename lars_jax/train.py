@@ -309,6 +309,18 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     train_loss = progress.get("train_loss", math.nan)
     batches = trainer.train_batches(start)
     step, stopped = start, False
+
+    def line(n: int) -> float:
+        """A console line for the first n pending steps (computed already); their images/s."""
+        fetched = jax.device_get(pending[:n])
+        del pending[:n]
+        window.extend(fetched)
+        first = fetched[0][0] == start + 1
+        ips = meter.close_window(len(fetched) - first)
+        report.line(fetched, ips, meter.eta(stop - fetched[-1][0]), meter.compile_seconds if first else None)
+        lines.printed()
+        return ips
+
     try:
         while step < stop:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -320,20 +332,20 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             last = step == stop
             evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
             summarize = stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)
-            if not (summarize or lines.due()):
+            if not summarize:  # a line at most: checks and summaries stay at the same steps on every process
+                if lines.due() and (done := loop.computed(pending)):
+                    line(done)
                 continue
-            fetched = jax.device_get(pending)
-            pending.clear()
-            window += fetched
-            ips = meter.close_window()
-            report.line(fetched, ips, meter.eta(stop - step), meter.compile_seconds if step == start + 1 else None)
-            lines.printed()
-            if not summarize:  # a line only: the checks and summaries stay at the same steps on every process
-                continue
+            # The host runs ahead of the device: while it waits for the queued steps, a line whenever due.
+            computed = loop.finished(pending[-1][1])
+            while not computed.wait(lines.seconds_left()):
+                if 0 < (done := loop.computed(pending)) < len(pending):
+                    line(done)
+            ips = line(len(pending))
             _check_finite(window, ckpt)  # before any checkpoint of them
             train_loss = report.train(window, ips)["train_loss"]
             tail.add(window)
-            window = []
+            window.clear()
             progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
             ckpt.check()
             if stopped:
