@@ -75,6 +75,18 @@ def test_notebook_runs_headless_and_shows_its_result(name, tmp_path):
     assert sum(len(c.get("outputs", [])) for c in saved.cells if c.cell_type == "code") >= FIGURES[name] + 1
 
 
+def test_a_failing_cell_is_one_line_and_the_notebook_is_kept(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('before')"),
+                                         nbformat.v4.new_code_cell("raise ValueError('no such file: x.csv')")])
+    nbformat.write(nb, str(tmp_path / "broken.ipynb"))
+    proc = subprocess.run([sys.executable, RUNNER, str(tmp_path / "broken.ipynb"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=_environment())
+    assert proc.returncode == 1 and "before" in proc.stdout
+    assert proc.stderr.count("\n") == 1 and "ValueError: no such file: x.csv" in proc.stderr, proc.stderr
+    saved = nbformat.read(str(tmp_path / "out" / "broken.ipynb"), as_version=4)
+    assert saved.cells[1].outputs[0]["ename"] == "ValueError"  # the traceback is kept there
+
+
 def _runner():
     spec = importlib.util.spec_from_file_location("notebook_runner", RUNNER)
     module = importlib.util.module_from_spec(spec)
