@@ -1,4 +1,4 @@
-"""Default: the small BatchNorm CNN on Fashion-MNIST with LARS, a few minutes on 2 CPU cores.
+"""Default: the small BatchNorm CNN on Fashion-MNIST with LARS (README, "Default run": its measured time).
 
 python -m lars_jax.main --config experiments/fashion_mnist.py --workdir runs/fashion_mnist
 """

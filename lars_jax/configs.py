@@ -43,6 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.augment = True  # random crop (+ flip where it makes sense) on the train split
     c.data.image_size = _int()  # None = the dataset's own size
     c.data.synthetic_num_classes = 1000  # only for name="synthetic"
+    c.data.synthetic_num_eval = 1024  # only for name="synthetic": examples its evaluation reads
     # > 0: the last N examples of the train split are a validation split (in-memory datasets),
     # trained on by no one; the loop evaluates it during training and both it and the eval split
     # at the end, so a choice (an LR, a checkpoint) can be made without the test set.
@@ -92,6 +93,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # checkpoint and write results.json; rerunning with a larger value (or None) continues.
     c.loop.stop_after_steps = _int()
     c.loop.log_every = 50  # steps between console/TensorBoard scalars
+    # Between them, a console line (not TensorBoard) after the first step and whenever this many
+    # seconds passed since the last line; None = steps only.
+    c.loop.log_every_seconds = ml_collections.FieldReference(15.0, field_type=float)
     c.loop.layer_stats_every = 200  # steps between per-layer ||w||, ||g||, trust-ratio summaries; 0 = off
     c.loop.eval_every = _int()  # None = once per epoch
     c.loop.eval_batch_size = _int()  # None = global_batch_size
@@ -152,6 +156,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"{held}: a validation split is held out of in-memory datasets only "
              f"({', '.join(n for n, d in sorted(data.DATASETS.items()) if d.supports_validation)}); use 0 for "
              f"{config.data.name}")
+    _require(config.data.synthetic_num_eval > 0, "data.synthetic_num_eval",
+             f"must be > 0, got {config.data.synthetic_num_eval}")
     _one_of(config.model.name, "model.name", sorted(models.MODELS))
     _one_of(config.model.dtype, "model.dtype", DTYPES)
     _one_of(config.optimizer.name, "optimizer.name", optim.OPTIMIZERS)
@@ -160,8 +166,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"must lie in [0, 1), got {config.loss.label_smoothing}")
     epochs = config.schedule.num_epochs
     _require(math.isfinite(epochs) and epochs > 0, "schedule.num_epochs", f"must be a finite number > 0, got {epochs}")
-    _positive_or_none(config, "schedule.total_steps", "loop.stop_after_steps", "loop.log_every", "loop.eval_every",
-                      "loop.checkpoint_every", "loop.eval_batch_size")
+    _positive_or_none(config, "schedule.total_steps", "loop.stop_after_steps", "loop.log_every",
+                      "loop.log_every_seconds", "loop.eval_every", "loop.checkpoint_every", "loop.eval_batch_size")
     keep = config.loop.keep_checkpoints
     _require(keep is None or keep >= 1, "loop.keep_checkpoints",
              f"must be >= 1 (the newest N checkpoints are kept) or None (keep all), got {keep}")

@@ -1,23 +1,93 @@
 """Small pieces of the training loop: when to act, how fast it runs, and what it reports.
 
-`due` says whether a periodic action falls on a step; `Meter` keeps the run's seconds and images
+`due` says whether a periodic action falls on a step; `LineClock` whether a console line is due
+between those of `log_every`; `Meter` keeps the run's seconds and images
 (across resumed invocations: it starts from the progress saved with the checkpoint) and gives
 images/s and the ETA; `NoiseScaleTail` averages the gradient-noise-scale estimates of the run's
-last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) and one console line
-per log window.
+last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) at `log_every` steps
+and the console lines; `QuietLibraries` keeps other libraries' INFO records off the console
+(`show_progress` sets that up where `python -m lars_jax.main` does not: a notebook, a script).
 """
 from __future__ import annotations
 
+import logging as pylogging
 import math
+import os
+import threading
 import time
 
 import numpy as np
 from absl import logging
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class QuietLibraries(pylogging.Filter):
+    """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
+    dropped (lars_jax reports checkpoint failures itself, in one line)."""
+
+    def filter(self, record) -> bool:
+        if record.pathname.startswith(_PACKAGE_DIR):
+            return True
+        return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
+
+
+def show_progress() -> None:
+    """Where no `python -m lars_jax.main` sets up the console (a notebook, a script): the loop's
+    lines are shown, other libraries' only from warnings up."""
+    logging.set_verbosity(logging.INFO)
+    absl_logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, QuietLibraries) for f in absl_logger.filters):
+        absl_logger.addFilter(QuietLibraries())
+
 
 def due(step: int, every: int | None) -> bool:
     """True when a periodic action with period `every` (None or 0: never) falls on `step`."""
     return bool(every) and step % every == 0
+
+
+class LineClock:
+    """When the console gets a line besides those of `log_every`: after the first step of an
+    invocation (which compiles), then whenever `every_seconds` (None: never) have passed since the
+    last line. It reads the host's clock only, so deciding never waits for the device."""
+
+    def __init__(self, every_seconds: float | None, clock=time.monotonic):
+        self.every, self.clock, self.last = every_seconds, clock, None
+
+    def due(self) -> bool:
+        return self.last is None or bool(self.every) and self.clock() - self.last >= self.every
+
+    def seconds_left(self) -> float | None:
+        """Until the next line is due (None: never), at least a second once it is: a step slower
+        than the interval is then asked about once a second, not in a busy loop."""
+        if self.last is not None and not self.every:
+            return None
+        return max(1.0, 0.0 if self.last is None else self.every - (self.clock() - self.last))
+
+    def printed(self) -> None:
+        self.last = self.clock()
+
+
+def computed(pending: list[tuple[int, dict]]) -> int:
+    """How many of the pending (step, metrics on the device), oldest first, the device has
+    computed. jax.Array.is_ready asks without waiting: the host, which runs ahead of the device,
+    can print a line for the steps done so far."""
+    import jax
+    done = 0
+    for _, metrics in pending:
+        if not all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)):
+            break
+        done += 1
+    return done
+
+
+def finished(metrics) -> threading.Event:
+    """An event set once the device has computed `metrics` (a pytree of jax.Arrays): waiting on it
+    with a timeout, the loop can print lines while the device works through the steps queued."""
+    import jax
+    event = threading.Event()
+    threading.Thread(target=lambda: (jax.block_until_ready(metrics), event.set()), daemon=True).start()
+    return event
 
 
 class Meter:
@@ -32,7 +102,6 @@ class Meter:
         self.images = int(progress.get("images_seen", 0))
         self.compile_seconds = 0.0
         self._mark = time.perf_counter()
-        self._window_steps = 0
         self._compiled = False
         self.last_window_seconds_per_step = math.nan
 
@@ -43,14 +112,13 @@ class Meter:
             jax.block_until_ready(block_on)
             now = time.perf_counter()
             self.compile_seconds, self._mark, self._compiled = now - self._mark, now, True
-        else:
-            self._window_steps += 1
 
-    def close_window(self) -> float:
-        """Ends the current window (at a fetch point): returns its images/s (nan if empty)."""
+    def close_window(self, steps: int) -> float:
+        """Ends the current window, in which the device finished `steps` train steps (the compiling
+        one not counted): returns its images/s (nan if none)."""
         now = time.perf_counter()
-        seconds, steps = now - self._mark, self._window_steps
-        self._mark, self._window_steps = now, 0
+        seconds = now - self._mark
+        self._mark = now
         if not steps:
             return math.nan
         self.train_seconds += seconds
@@ -130,13 +198,13 @@ class Reporter:
     def hparams(self, flat: dict) -> None:
         self.writer.write_hparams({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
 
-    def train(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float) -> dict:
-        """Writes one window of fetched (step, metrics) pairs: means of loss/accuracy and the last
-        step's learning rate and norms at the window's last step, and the per-layer statistics of
-        every step that computed them. Returns the scalars; logs one line."""
-        step, last = fetched[-1]
-        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in fetched])),
-                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in fetched])),
+    def train(self, window: list[tuple[int, dict]], images_per_second: float) -> dict:
+        """Writes one log window of fetched (step, metrics) pairs: means of loss/accuracy and the
+        last step's learning rate and norms at the window's last step, and the per-layer statistics
+        of every step that computed them. Returns the scalars."""
+        step, last = window[-1]
+        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in window])),
+                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in window])),
                    "learning_rate": float(last["learning_rate"]), "grad_norm": float(last["grad_norm"]),
                    "param_norm": float(last["param_norm"])}
         if math.isfinite(images_per_second):
@@ -146,13 +214,23 @@ class Reporter:
             scalars.update({"gns/b_simple": float(ns["b_simple"]), "gns/grad_sq": float(ns["avg_grad_sq"]),
                             "gns/trace_sigma": float(ns["avg_trace_sigma"])})
         self.writer.write_scalars(step, scalars)
-        for s, m in fetched:
+        for s, m in window:
             if due(s, self.layer_every):
                 self.writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
-        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s", step, self.total,
-                     step / self.spe, scalars["train_loss"], scalars["train_accuracy"], scalars["learning_rate"],
-                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds))
         return scalars
+
+    def line(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float,
+             first_step_seconds: float | None = None) -> None:
+        """One console line for the steps fetched since the previous line: their mean loss and
+        accuracy, the last one's learning rate; after an invocation's first step, its time."""
+        step, last = fetched[-1]
+        first = (f"  first step {first_step_seconds:.1f} s (loading the data and compiling)"
+                 if first_step_seconds is not None else "")
+        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s%s", step, self.total,
+                     step / self.spe, np.mean([m["loss"] for _, m in fetched]),
+                     np.mean([m["accuracy"] for _, m in fetched]), float(last["learning_rate"]),
+                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds),
+                     first)
 
     def eval(self, step: int, metrics: dict) -> None:
         """metrics: {split_accuracy, split_loss, split_examples} for the splits evaluated."""

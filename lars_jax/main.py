@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 import lars_jax
 from lars_jax.errors import EXIT_USAGE, UserError
+from lars_jax.loop import QuietLibraries
 
 lars_jax.quiet_tensorflow()
 
@@ -40,7 +41,6 @@ flags.DEFINE_bool("verbose", False, "Show full tracebacks and every library's IN
 flags.mark_flags_as_required(["config", "workdir"])
 
 VERBOSE_ENV = "LARS_JAX_VERBOSE"
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _verbose(argv=()) -> bool:
@@ -101,16 +101,6 @@ def _parse(argv):
         _fail(_config_error(e, argv), EXIT_USAGE)
 
 
-class _QuietLibraries(pylogging.Filter):
-    """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
-    dropped (lars_jax reports checkpoint failures itself, in one line)."""
-
-    def filter(self, record) -> bool:
-        if record.pathname.startswith(_PACKAGE_DIR):
-            return True
-        return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
-
-
 def _hide_closed_event_loop(hook):
     """After orbax's asynchronous write fails, TensorStore's callbacks into orbax's closed asyncio
     loop each raise an unraisable 'Event loop is closed' (hundreds of tracebacks); the failure
@@ -125,7 +115,7 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
     if not _verbose(sys.argv):
-        logging.get_absl_handler().addFilter(_QuietLibraries())
+        logging.get_absl_handler().addFilter(QuietLibraries())
         sys.unraisablehook = _hide_closed_event_loop(sys.unraisablehook)
         pylogging.getLogger("jax").setLevel(pylogging.WARNING)
     try:

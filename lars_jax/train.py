@@ -306,10 +306,24 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     tail = loop.NoiseScaleTail(stop, progress)
     preempted = PreemptionWatch()
     pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
+    window: list[tuple[int, dict]] = []  # fetched since the last log_every point (TensorBoard's window)
+    lines = loop.LineClock(config.loop.log_every_seconds)
     eval_metrics: dict = {}
     train_loss = progress.get("train_loss", math.nan)
     batches = trainer.train_batches(start)
     step, stopped = start, False
+
+    def line(n: int) -> float:
+        """A console line for the first n pending steps (computed already); their images/s."""
+        fetched = jax.device_get(pending[:n])
+        del pending[:n]
+        window.extend(fetched)
+        first = fetched[0][0] == start + 1
+        ips = meter.close_window(len(fetched) - first)
+        report.line(fetched, ips, meter.eta(stop - fetched[-1][0]), meter.compile_seconds if first else None)
+        lines.printed()
+        return ips
+
     try:
         while step < stop:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -320,13 +334,21 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             stopped = preempted(step)
             last = step == stop
             evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
-            if not (stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)):
+            summarize = stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)
+            if not summarize:  # a line at most: checks and summaries stay at the same steps on every process
+                if lines.due() and (done := loop.computed(pending)):
+                    line(done)
                 continue
-            fetched = _check_finite(jax.device_get(pending), ckpt)  # before any checkpoint of them
-            pending.clear()
-            ips = meter.close_window()
-            train_loss = report.train(fetched, ips, meter.eta(stop - step))["train_loss"]
-            tail.add(fetched)
+            # The host runs ahead of the device: while it waits for the queued steps, a line whenever due.
+            computed = loop.finished(pending[-1][1])
+            while not computed.wait(lines.seconds_left()):
+                if 0 < (done := loop.computed(pending)) < len(pending):
+                    line(done)
+            ips = line(len(pending))
+            _check_finite(window, ckpt)  # before any checkpoint of them
+            train_loss = report.train(window, ips)["train_loss"]
+            tail.add(window)
+            window.clear()
             progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
             ckpt.check()
             if stopped:

@@ -311,7 +311,7 @@ def test_fashion_missing_download_fails(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("dataset,fix", [("fashion_mnist", "apt-get install -y dataset-fashion-mnist"),
-                                         ("cifar10", "tfds build cifar10")])
+                                         ("cifar10", "download_and_prepare()")])
 def test_missing_data_without_network_fails_in_seconds(tmp_path, monkeypatch, dataset, fix):
     # No DNS, as on an air-gapped host: tfds' download would retry for minutes before failing.
     def no_dns(*args, **kwargs):
@@ -352,6 +352,36 @@ def test_a_damaged_idx_file_is_named(tmp_path, monkeypatch, damage):
         data.train_iterator(config, seed=SEED, local_batch_size=8)
 
 
+def _idx(path, array):
+    _gzip(path, bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes())
+
+
+@pytest.mark.slow  # a subprocess that imports TensorFlow
+def test_preparing_from_debian_files_says_so_in_plain_lines(tmp_path, rng):
+    # Tiny IDX files (6 train, 4 test images) stand in for Debian's; stdout and stderr go to a
+    # file, as in a redirected log.
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    for split, n in (("train", 6), ("test", 4)):
+        images, labels = fashion_mnist.FILES[split]
+        _idx(idx / images, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _idx(idx / labels, rng.integers(0, 10, n, dtype=np.uint8))
+    code = ("from absl import logging; logging.set_verbosity(logging.INFO)\n"
+            "from lars_jax import configs; from lars_jax.data import fashion_mnist as fm\n"
+            "fm.SHAPES = {'train': ((6, 28, 28), (6,)), 'test': ((4, 28, 28), (4,))}\n"
+            f"c = configs.get_base_config().data; c.data_dir = {str(tmp_path / 'tfds')!r}\n"
+            "fm.ensure_prepared(c)\n")
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.run([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, timeout=120,
+                              env={**os.environ, fashion_mnist.DIR_ENV: str(idx), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    out = (tmp_path / "log").read_text()
+    assert proc.returncode == 0, out[-3000:]
+    assert "\r" not in out and "\x1b[" not in out, out  # no progress bars: plain lines
+    for untrue in ("Downloading", "Unknown size", "downloaded and prepared"):  # tfds' lines for a download
+        assert untrue not in out, out
+    assert f"from the IDX files in {idx} (nothing is downloaded)" in out and "prepared in" in out, out
+
+
 def test_imagenet_missing(tmp_path):
     config = _config(dataset="imagenet2012", data_dir=str(tmp_path))
     for call in (lambda: data.get_info(config),
@@ -360,8 +390,15 @@ def test_imagenet_missing(tmp_path):
             call()
         message = str(e.value)
         for needle in (os.path.join(str(tmp_path), "downloads", "manual"),
-                       "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "tfds build imagenet2012"):
+                       "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
             assert needle in message
+    # Each command it gives runs as printed: it reaches tfds' builder, which asks for the tar files.
+    commands = re.findall(r"`([^`]+)`", message)
+    assert commands
+    for command in commands:
+        proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+        assert "Manual directory" in proc.stderr, (command, proc.stderr[-3000:])
+        assert os.path.join(str(tmp_path), "downloads", "manual") in proc.stderr
 
 
 def test_synthetic_without_tensorflow():
@@ -375,6 +412,8 @@ def test_synthetic_without_tensorflow():
             "assert b['image'].shape == (3, 16, 16, 3) and b['image'].dtype.name == 'float32'\n"
             "assert b['label'].dtype.name == 'int32' and b['label'].max() < 7\n"
             "assert {len(x) for x in e} == {4} and sum(b['mask'].sum() for x in e for b in x) == 1024\n"
+            "c.synthetic_num_eval = 50; e = list(data.eval_iterator(c, local_batch_size=16))\n"
+            "assert data.get_info(c).num_eval == 50 and [b['mask'].sum() for b in e] == [16, 16, 16, 2]\n"
             "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))

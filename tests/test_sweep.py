@@ -166,23 +166,47 @@ def test_trust_ratio_plot_labels_the_configs_denominator(tmp_path, monkeypatch, 
     assert labels == [f"trust ratio = {formula}  ({denominator} denominator)"]
 
 
-def _run_quick(workdir, out):
+def _run_quick(workdir, out, *overrides):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # the CLI's default: the one CPU device a user has
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     cmd = [sys.executable, "-m", "lars_jax.sweep", "--config", SWEEP_CONFIG, "--workdir", str(workdir),
-           "--out", str(out), "--quick"]
+           "--out", str(out), "--quick", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return proc
+
+
+def test_cell_progress_lines_only_after_a_quiet_interval():
+    import logging
+    from lars_jax import loop
+    from lars_jax.sweep.cli import CellProgress
+
+    now = [0.0]
+    progress = CellProgress(15.0, clock=lambda: now[0])
+    line = lambda path, level=logging.INFO: logging.LogRecord("absl", level, path, 1, "m", (), None)  # noqa: E731
+    shown = []
+    for t, record in ((5.0, line(loop.__file__)), (16.0, line(loop.__file__)), (17.0, line(loop.__file__)),
+                      (18.0, line("/x/orbax/checkpoint.py")), (19.0, line("/x/train.py", logging.WARNING))):
+        now[0] = t
+        shown.append(progress.filter(record))
+    assert shown == [False, True, False, False, True]  # 15 s after the start, then 15 s after that line
+    now[0] = 40.0
+    progress.printed()  # the sweep's own line (a cell done) restarts the interval
+    now[0] = 50.0
+    assert not progress.filter(line(loop.__file__))
 
 
 def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
     workdir, out = tmp_path / "sweep", tmp_path / "out"
-    stdout = _run_quick(workdir, out)
+    # An interval of 1 ns: every cell's progress lines reach the console (normally one per 15 quiet seconds).
+    every_line = "--config.base.loop.log_every_seconds=1e-9"  # part of the cells' configs, as their hash
+    proc = _run_quick(workdir, out, every_line)
+    stdout = proc.stdout
     s = sweep.apply_quick(load_sweep())
     n_cells = sum(len(s.optimizers[o].lr_multipliers) for o in s.optimizer_order) * len(s.batch_sizes)
     assert stdout.count(" val ") == n_cells, stdout
+    assert proc.stderr.count("first step") == n_cells and "orbax" not in proc.stderr, proc.stderr[-3000:]
 
     # results.json: schema, one record per cell, the selection rule applied.
     with open(out / sweep.RESULTS_JSON) as f:
@@ -228,7 +252,7 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
     assert any(k.endswith("fc1/kernel") for k in ratios) and all(v for v in ratios.values())
 
     # Rerun: every cell is skipped, the outputs are rewritten with the same cells.
-    stdout = _run_quick(workdir, out)
+    stdout = _run_quick(workdir, out, every_line).stdout
     assert stdout.count("skipped") == n_cells, stdout
     with open(out / sweep.RESULTS_JSON) as f:
         again = json.load(f)

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 
 import chex
 import jax
@@ -72,6 +73,7 @@ def test_cli_end_to_end_then_resume(tmp_path):
         assert not any(noise in line for line in console), noise
     progress = [line for line in console if "img/s" in line]
     assert len(progress) == 4 and all(line.count("ETA") == 1 for line in progress), progress
+    assert "first step" in progress[0]  # with its time: loading the data and compiling
     assert max(map(len, console)) < 250
 
     # The same command with a longer budget resumes at step 4 instead of starting over.
@@ -86,6 +88,8 @@ def test_cli_end_to_end_then_resume(tmp_path):
     ({"global_batch_size": 100}, "config.global_batch_size"),  # 8 devices
     ({"model__name": "vgg"}, "config.model.name"),
     ({"data__name": "mnist2"}, "config.data.name"),
+    ({"data__synthetic_num_eval": 0}, "config.data.synthetic_num_eval: must be > 0"),
+    ({"loop__log_every_seconds": -1.0}, "config.loop.log_every_seconds: must be > 0 or None"),
     ({"mesh__microbatches": 3, "global_batch_size": 64}, "config.global_batch_size"),
     ({"model__bn_group_size": 3}, "config.model.bn_group_size"),
     ({"model__variant": "v1"}, "config.model.variant: not an option of model 'small_cnn'"),
@@ -116,14 +120,26 @@ def test_cli_bad_batch_names_field(tmp_path):
 
 
 @pytest.mark.slow  # a subprocess
-def test_every_requested_layer_statistic_reaches_tensorboard(tmp_path):
+def test_every_requested_layer_statistic_reaches_tensorboard_whatever_the_console_shows(tmp_path):
     # layer_stats_every=3 is not a multiple of log_every=4: windows (1-4, 5-8, 9-12) hold steps
     # 3, 6, then both 9 and 12; every one of them must be written, not only a window's last.
+    # A console line is due at every step too (an interval of 1 us): TensorBoard must not change.
     from lars_jax.sweep.events import read_scalars
 
     proc = helpers.run(tmp_path, "--config.schedule.total_steps=12", "--config.loop.log_every=4", "--config.loop.layer_stats_every=3",
-                       "--config.loop.eval_every=12", timeout=240)
+                       "--config.loop.eval_every=12", "--config.loop.log_every_seconds=1e-6", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # A line covers the steps the device finished since the previous one (how many: a race with the
+    # host), each line's loss their mean; the log_every steps always end one.
+    lines = [line for line in proc.stderr.splitlines() if re.search(r"step \d+/12 ", line)]
+    ends = [int(re.search(r"step (\d+)/12", line)[1]) for line in lines]
+    assert ends[0] == 1 and {4, 8, 12} <= set(ends) and ends == sorted(set(ends)), lines
+    assert "first step" in lines[0] and not any("first step" in line for line in lines[1:])
+    losses = [float(re.search(r"loss (\S+)", line)[1]) for line in lines]  # 4 decimals
+    per_step = np.repeat(losses, np.diff([0] + ends))
+    train = read_scalars(str(tmp_path), "train_loss")["train_loss"]
+    assert [s for s, _ in train] == [4, 8, 12]  # TensorBoard at log_every steps only, means of their windows
+    np.testing.assert_allclose([v for _, v in train], per_step.reshape(3, 4).mean(axis=1), atol=1e-4)
     series = read_scalars(str(tmp_path), "layers/")
     assert series and all(len(k) < 80 for k in series)
     for name in ("layers/trust_ratio/conv1/kernel", "layers/w_norm/fc2/bias", "layers/g_norm/bn1/scale"):
@@ -148,6 +164,47 @@ def test_one_device_says_the_noise_scale_is_not_measured(tmp_path):
     assert sum("Gradient noise scale not measured" in line for line in proc.stderr.splitlines()) == 1
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["noise_scale"] is None and "not measured" in results["null_reasons"]["noise_scale"]
+
+
+def test_a_console_line_follows_the_first_step_then_every_interval():
+    from lars_jax import loop
+    now = [100.0]
+    lines = loop.LineClock(15.0, clock=lambda: now[0])
+    assert lines.due()  # after the first step, whatever the time
+    lines.printed()
+    for t, due in ((114.9, False), (115.0, True), (300.0, True)):
+        now[0] = t
+        assert lines.due() == due, t
+    lines.printed()  # any line (step-based too) restarts the interval
+    now[0] = 314.0
+    assert not lines.due() and lines.seconds_left() == pytest.approx(1.0)
+    now[0] = 305.0
+    assert lines.seconds_left() == pytest.approx(10.0)  # how long the loop may wait for the device
+    now[0] = 400.0
+    assert lines.seconds_left() == 1.0  # overdue: asked again in a second, not in a busy loop
+    steps_only = loop.LineClock(None, clock=lambda: now[0])
+    assert steps_only.due()
+    steps_only.printed()
+    now[0] += 1e6
+    assert not steps_only.due() and steps_only.seconds_left() is None
+
+
+def test_a_line_covers_the_oldest_steps_the_device_finished():
+    from lars_jax import loop
+
+    class Leaf:  # a device array that is computed or not
+        def __init__(self, ready):
+            self.ready = ready
+
+        def is_ready(self):
+            return self.ready
+
+    pending = [(5, {"loss": Leaf(True), "layers": {"a": Leaf(True)}}), (6, {"loss": Leaf(True), "lr": Leaf(False)}),
+               (7, {"loss": Leaf(True)})]
+    assert loop.computed(pending) == 1  # step 7 done before step 6 ends nothing: a line covers a prefix
+    pending[1][1]["lr"].ready = True
+    assert loop.computed(pending) == 3 and loop.computed([]) == 0
+    assert loop.finished({"x": jax.numpy.arange(3.0) * 2}).wait(60)
 
 
 def test_noise_scale_tail_sums_only_its_own_window_across_resumes():

@@ -2,7 +2,7 @@
 
 .venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py \
     --workdir runs/sweep_fashion_mnist --out benchmarks/results/sweep_fashion_mnist
-(records the results the docs show; rerunning skips finished cells). A one-minute smoke run: add
+(records the results the docs show; rerunning skips finished cells). A smoke run: add
 --quick and keep the outputs in the workdir (e.g. --workdir runs/sweep_quick, no --out): --quick
 refuses an --out that holds the full sweep's results.
 
@@ -93,7 +93,7 @@ def get_config():
         overrides=dict(optimizer=dict(name="sgd", sgd=dict(nesterov=True)),
                        schedule=dict(base_learning_rate=0.1, base_batch_size=256, lr_scaling="sqrt")),
         lr_multipliers=(0.5, 1.0, 2.0)))
-    # --quick: 2 batches x (1 + 1 + 2) cells of 4 steps; what tests/test_sweep.py runs (~1 minute).
+    # --quick: 2 batches x (1 + 1 + 2) cells of 4 steps; what tests/test_sweep.py runs.
     c.quick = dict(base=dict(schedule=dict(total_steps=4, warmup_epochs=0.0)), batch_sizes=(256, 1024),
                    extra_seeds=(), optimizers=dict(lars=dict(lr_multipliers=(1.0,)),
                                                    nesterov=dict(lr_multipliers=(0.5, 1.0))))

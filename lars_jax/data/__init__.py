@@ -6,10 +6,10 @@
     eval_iterator(cfg, seed=s, local_batch_size=L, process_index=p, process_count=P)
         # one pass: also "mask": float32 [L] (1 real, 0 padding); same batch count on every process
 
-cfg.name picks the dataset; cfg.data_dir, cfg.augment, cfg.image_size (and cfg.synthetic_num_classes)
-are its options. The train batch of global step k is a function of (seed, k, process_index,
-process_count), so start_step=k resumes exactly; processes read disjoint parts of each global
-batch. Details and the exact guarantees per dataset are in the module docs (in_memory/indexing:
+cfg.name picks the dataset; cfg.data_dir, cfg.augment, cfg.image_size (and cfg.synthetic_num_classes,
+cfg.synthetic_num_eval) are its options. The train batch of global step k is a function of (seed,
+k, process_index, process_count), so start_step=k resumes exactly; processes read disjoint parts of
+each global batch. Details and the exact guarantees per dataset are in the module docs (in_memory/indexing:
 fashion_mnist, cifar10; imagenet; synthetic). TensorFlow is imported only when a tfds dataset is read.
 """
 from __future__ import annotations

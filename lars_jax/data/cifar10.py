@@ -17,10 +17,8 @@ PREPROCESSING = in_memory.Preprocessing(mean=(0.4914, 0.4822, 0.4465), std=(0.24
 
 
 def _how_to_get(data_dir: str) -> str:
-    return (f"Prepare it on a machine with internet access: `python -c \"import tensorflow_datasets "
-            f"as tfds; tfds.builder('{NAME}', data_dir='{data_dir}').download_and_prepare()\"` "
-            f"(or `tfds build {NAME} --data_dir={data_dir}`), then copy {data_dir}/{NAME} here "
-            f"or set config.data.data_dir to where it is.")
+    return (f"Prepare it on a machine with internet access: `{tfds_util.prepare_command(NAME, data_dir)}`, "
+            f"then copy {data_dir}/{NAME} here or set config.data.data_dir to where it is.")
 
 
 def ensure_prepared(cfg) -> str:

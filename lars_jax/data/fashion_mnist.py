@@ -3,7 +3,7 @@
 Where the data comes from, in order:
   1. a prepared tfds `fashion_mnist` in the data_dir (config.data.data_dir or ~/tensorflow_datasets);
   2. the four IDX .gz files in $LARS_JAX_FASHION_MNIST_DIR (default /usr/share/datasets/fashion-mnist,
-     Debian's package), prepared once into the data_dir by `DebianFashionMNIST` (about 16 s);
+     Debian's package), prepared once into the data_dir by `DebianFashionMNIST`;
   3. tfds' own download (unless LARS_JAX_OFFLINE=1).
 Debian recompressed the files, so tfds' checksums reject them: the builder reads them directly.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import time
 import zlib
 
 import numpy as np
@@ -68,15 +69,27 @@ def read_idx(path: str, shape: tuple | None = None) -> np.ndarray:
 @functools.cache
 def _debian_builder_cls():
     _, tfds = tfds_util.import_tfds()
+    from absl import logging
     from tensorflow_datasets.image_classification import mnist
 
     class DebianFashionMNIST(mnist.FashionMNIST, skip_registration=True):
-        """tfds' FashionMNIST built from local IDX files: same name, features and on-disk result."""
+        """tfds' FashionMNIST built from local IDX files: same name, features and on-disk result.
+        It says so, where tfds would announce a download ("Downloading and preparing dataset
+        Unknown size") and its end ("downloaded and prepared")."""
         name = NAME
 
         def __init__(self, *, idx_dir: str, **kwargs):
             self._idx_dir = idx_dir
+            self._started = time.monotonic()
             super().__init__(**kwargs)
+
+        def _log_download_bytes(self):
+            self._started = time.monotonic()
+            logging.info("Preparing tfds' %s in %s from the IDX files in %s (nothing is downloaded); once, then "
+                         "reused", NAME, self.data_dir, self._idx_dir)
+
+        def _log_download_done(self):
+            logging.info("%s prepared in %.1f s", NAME, time.monotonic() - self._started)
 
         def _split_generators(self, dl_manager):
             del dl_manager  # nothing to download

@@ -48,10 +48,8 @@ def _not_found(data_dir: str) -> base.DataNotFoundError:
     return base.DataNotFoundError(
         f"ImageNet ({NAME}) is not prepared in {data_dir}, and the manual download is absent. "
         f"Download {' and '.join(MANUAL_FILES)} from https://image-net.org/download-images "
-        f"(registration needed) into {where}/, then prepare once (hours, ~150 GB): "
-        f"`tfds build {NAME} --data_dir={data_dir}` or `python -c \"import tensorflow_datasets as "
-        f"tfds; tfds.builder('{NAME}', data_dir='{data_dir}').download_and_prepare()\"`. "
-        f"Set config.data.data_dir to use another tfds data_dir.")
+        f"(registration needed) into {where}/, then prepare once (~150 GB): "
+        f"`{tfds_util.prepare_command(NAME, data_dir)}`. Set config.data.data_dir to use another tfds data_dir.")
 
 
 def get_info(cfg) -> base.DatasetInfo:

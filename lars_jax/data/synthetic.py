@@ -2,8 +2,8 @@
 
 Train: ONE batch of standard-normal images and uniform labels, drawn from (seed,
 process_index), is yielded at every step (the same arrays each time: the host costs nothing and
-the numbers measure the device). Eval: NUM_EVAL = 1024 examples; images are again one fixed
-batch, labels differ per example, padding as for the real datasets.
+the numbers measure the device). Eval: cfg.synthetic_num_eval examples (default NUM_EVAL = 1024);
+images are again one fixed batch, labels differ per example, padding as for the real datasets.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ NUM_EVAL = 1024
 
 def get_info(cfg) -> base.DatasetInfo:
     size = cfg.get("image_size") or 224
-    return base.DatasetInfo(name=NAME, num_train=NUM_TRAIN, num_eval=NUM_EVAL,
+    return base.DatasetInfo(name=NAME, num_train=NUM_TRAIN, num_eval=cfg.get("synthetic_num_eval", NUM_EVAL),
                             image_shape=(size, size, 3), num_classes=cfg.synthetic_num_classes)
 
 
@@ -40,12 +40,12 @@ def train_iterator(cfg, *, seed, local_batch_size, process_index=0, process_coun
 def eval_iterator(cfg, *, seed, local_batch_size, process_index=0, process_count=1):
     info = get_info(cfg)
     rng = np.random.default_rng([seed, 1 << 20])  # the same eval set on every process
-    labels = rng.integers(0, info.num_classes, NUM_EVAL, dtype=np.int32)
+    labels = rng.integers(0, info.num_classes, info.num_eval, dtype=np.int32)
     images = _images(info, rng, local_batch_size)
 
     def batches():
-        for b in range(indexing.num_eval_batches(NUM_EVAL, local_batch_size, process_count)):
-            idx, valid = indexing.eval_indices(b, NUM_EVAL, local_batch_size=local_batch_size,
+        for b in range(indexing.num_eval_batches(info.num_eval, local_batch_size, process_count)):
+            idx, valid = indexing.eval_indices(b, info.num_eval, local_batch_size=local_batch_size,
                                                process_index=process_index,
                                                process_count=process_count)
             yield {"image": np.where(valid[:, None, None, None], images, 0).astype(np.float32),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import sys
 import urllib.parse
 
 import numpy as np
@@ -13,15 +14,30 @@ from lars_jax.data import base, in_memory
 
 
 def import_tfds():
-    """(tf, tfds), with TensorFlow kept off any accelerator: it only feeds the host pipeline."""
+    """(tf, tfds), with TensorFlow kept off any accelerator: it only feeds the host pipeline, and
+    tfds' progress bars only on a terminal (their redraws garble a redirected log)."""
     lars_jax.quiet_tensorflow()
     import tensorflow as tf
     import tensorflow_datasets as tfds
+    tfds.display_progress_bar(sys.stderr.isatty())  # tqdm draws on stderr
     try:
         tf.config.set_visible_devices([], "GPU")  # leave the GPU memory to JAX
     except RuntimeError:  # already initialised: nothing to change
         pass
     return tf, tfds
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+    """A shell command, runnable as printed from the current directory, that prepares tfds `name`
+    in data_dir: this interpreter with tfds' Python API (tfds' own `tfds build` CLI imports
+    apache_beam, which the tfds extra does not install)."""
+    python = os.path.relpath(sys.executable)
+    if python.startswith(os.pardir):
+        python = sys.executable
+    elif os.sep not in python:
+        python = os.path.join(os.curdir, python)
+    return (f"{python} -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"")
 
 
 def unreachable(url: str, timeout: float = 5.0) -> str | None:

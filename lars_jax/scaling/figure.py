@@ -8,12 +8,10 @@ from lars_jax.scaling.paper import PAPER
 
 
 def plot(result: dict, path: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own figures keep their backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig = Figure(figsize=(13, 5.2))
+    ax1, ax2 = fig.subplots(1, 2)
     for b, rows in result["sweep"].items():
         ax1.plot([r["devices"] for r in rows], [r["total_s"] / 3600 for r in rows], marker="o", ms=3,
                  label=f"B = {int(b):,}")
@@ -46,4 +44,3 @@ def plot(result: dict, path: str) -> None:
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging as pylogging
 import os
 import sys
+import time
 
 from absl import flags, logging
 from ml_collections import config_flags
 
+from lars_jax import loop
 from lars_jax.sweep.cells import apply_quick
 from lars_jax.sweep.report import RESULTS_JSON
 from lars_jax.sweep.run import run_sweep
@@ -35,6 +37,28 @@ def define_flags() -> flags.FlagValues:
                                     flag_values=fv, lock_config=False)
     flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
     return fv
+
+
+class CellProgress(pylogging.Filter):
+    """Cells train quietly: besides the sweep's own line per cell and warnings, the console gets a
+    cell's training line (lars_jax.loop's) only when the sweep printed nothing for `quiet_seconds`,
+    so that a long cell is not silent."""
+
+    def __init__(self, quiet_seconds: float, clock=time.monotonic):
+        super().__init__()
+        self.quiet, self.clock = quiet_seconds, clock
+        self.printed()
+
+    def printed(self) -> None:
+        self.last = self.clock()
+
+    def filter(self, record) -> bool:
+        if record.levelno >= pylogging.WARNING:
+            return True
+        if record.pathname == loop.__file__ and self.clock() - self.last >= self.quiet:
+            self.printed()
+            return True
+        return False
 
 
 def quick_over_full_results(out: str) -> str | None:
@@ -71,13 +95,23 @@ def main(argv=None) -> int:
         sys.exit(refusal)
     if not flags.FLAGS.is_parsed():  # absl logging otherwise warns that it logs before flag parsing
         flags.FLAGS.mark_as_parsed()
-    logging.set_verbosity(logging.WARNING)  # the cells' per-step logs; the sweep prints one line per cell
     pylogging.getLogger().setLevel(pylogging.WARNING)
+    logging.set_verbosity(logging.INFO)  # for CellProgress to choose from: the sweep prints one line per cell
+    logging.use_absl_handler()
+    handler = logging.get_absl_handler()
+    for old in [f for f in handler.filters if isinstance(f, CellProgress)]:  # main() may run twice in a process
+        handler.removeFilter(old)
+    progress = CellProgress(sweep.base.loop.log_every_seconds or float("inf"))
+    handler.addFilter(progress)
+
+    def log(line: str) -> None:
+        progress.printed()
+        print(line, flush=True)
+
     import jax
-    print(f"sweep {sweep.name}: {len(jax.devices())} {jax.devices()[0].platform} device(s); "
-          f"workdir {fv.workdir}", flush=True)
+    log(f"sweep {sweep.name}: {len(jax.devices())} {jax.devices()[0].platform} device(s); workdir {fv.workdir}")
     try:
-        run_sweep(sweep, fv.workdir, fv.out, log=lambda s: print(s, flush=True))
+        run_sweep(sweep, fv.workdir, fv.out, log=log)
     except UserError as e:
         sys.exit(f"error: {' '.join(str(e).split())}")
     return 0

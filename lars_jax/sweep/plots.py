@@ -10,11 +10,10 @@ NOISE_PNG = "noise_scale.png"
 
 
 def plot_accuracy(sweep, summary, records, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own figures keep their backend
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     markers = "osD^v<>"
     for i, opt in enumerate(sweep.optimizer_order):
         rows = [r for r in summary if r["optimizer"] == opt]
@@ -49,7 +48,6 @@ def plot_accuracy(sweep, summary, records, path: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 
@@ -84,14 +82,13 @@ def trust_ratio_formula(config) -> str:
 
 
 def plot_trust_ratios(sweep, summary, records, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own figures keep their backend
 
     runs = trust_ratio_runs(sweep, summary, records)
     if not runs:
         return
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), squeeze=False)
+    fig = Figure(figsize=(6 * len(runs), 4.2))
+    axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, rec in zip(axes[0], runs):
         series = read_scalars(rec["workdir"], "layers/trust_ratio/")
         spe = rec["steps_per_epoch"] or 1
@@ -111,15 +108,12 @@ def plot_trust_ratios(sweep, summary, records, path: str) -> None:
     fig.suptitle("trust ratio = " + trust_ratio_formula(optimizer_config(sweep, runs[0]["optimizer"])), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_noise_scale(sweep, summary, records, path: str) -> None:
     """B_simple (EMA, as logged) over training of each optimizer's run at the smallest batch
     (first seed, chosen LR) that measured it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's own figures keep their backend
 
     runs = []
     for opt in sweep.optimizer_order:
@@ -133,7 +127,8 @@ def plot_noise_scale(sweep, summary, records, path: str) -> None:
                 break
     if not runs:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for rec in runs:
         spe = rec["steps_per_epoch"] or 1
         pts = [(s / spe, v) for s, v in rec["b_simple_curve"] if v == v]  # drop nan (not yet measurable)
@@ -147,4 +142,3 @@ def plot_noise_scale(sweep, summary, records, path: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
