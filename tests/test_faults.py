@@ -55,12 +55,14 @@ def _config_file(tmp_path, text):
 
 
 DICT_CONFIG = "def get_config():\n    return {'global_batch_size': 64, 'schedule': {'total_steps': 4}}\n"
-BAD_INPUTS = {  # name -> (argv builder(tmp_path) -> (argv, extra), what the line must name); all exit 2
+# name -> (argv builder(tmp_path) -> (argv, extra), what the line must name); all exit 2. extra:
+# "workdir" (a file / under a file / empty) and "bare" (no overrides: the config file alone)
+BAD_INPUTS = {
     "unknown_field": (lambda t: (["--config.nonexistent=1"], {}), ["--config.nonexistent", "no field"]),
     "missing_config": (lambda t: (["--config", str(t / "nope.py")], {}), ["nope.py", "no such file"]),
     "syntax_error": (lambda t: (["--config", _config_file(t, "def get_config(:\n")], {}), ["syntax error", "line 1"]),
     "no_get_config": (lambda t: (["--config", _config_file(t, "x = 1\n")], {}), ["get_config"]),
-    "get_config_returns_a_dict": (lambda t: (["--config", _config_file(t, DICT_CONFIG)], {}),
+    "get_config_returns_a_dict": (lambda t: (["--config", _config_file(t, DICT_CONFIG)], {"bare": True}),
                                   ["get_config() returned a dict", "must return an ml_collections.ConfigDict"]),
     "get_config_returns_a_dict_overridden": (
         lambda t: (["--config", _config_file(t, DICT_CONFIG), "--config.schedule.total_steps=2"], {}),
@@ -95,9 +97,9 @@ def test_every_mistake_is_one_line_before_anything_compiles(tmp_path, case):
     config = helpers.CONFIG
     if "--config" in argv:  # another config file instead of the default
         config, argv = argv[1], argv[2:]
+    overrides = () if extra.get("bare") else (*helpers.SMALL, "--config.schedule.total_steps=4")
     cmd = [sys.executable, "-m", "lars_jax.main", "--config", config,
-           "--workdir", "" if extra.get("workdir") == "" else str(workdir), *helpers.SMALL,
-           "--config.schedule.total_steps=4", *argv]
+           "--workdir", "" if extra.get("workdir") == "" else str(workdir), *overrides, *argv]
     before = sorted(os.listdir(tmp_path))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
                           env=helpers.environment(8, PYTHONPATH=helpers.ROOT))

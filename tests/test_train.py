@@ -175,17 +175,24 @@ def test_noise_scale_tail_sums_only_its_own_window_across_resumes():
 
 
 def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
-    watch = train.PreemptionWatch()
+    def before(signum, frame):  # the handler installed before the loop; restored after it
+        pass
+
+    previous = signal.signal(signal.SIGINT, before)
     try:
-        assert not watch(1)
-        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: a stop at the next step, with a checkpoint
-        assert watch(2) and watch.name == "SIGINT" and watch.exit_code == EXIT_INTERRUPTED
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
-            time.sleep(1)
+        watch = train.PreemptionWatch()
+        try:
+            assert not watch(1)
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: a stop at the next step, with a checkpoint
+            assert watch(2) and watch.name == "SIGINT" and watch.exit_code == EXIT_INTERRUPTED
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+                time.sleep(1)
+        finally:
+            watch.close()
+        assert signal.getsignal(signal.SIGINT) is before
     finally:
-        watch.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, previous)
     terminated = train.PreemptionWatch()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
