@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from lars_jax.errors import CheckpointError, ConfigError
+from lars_jax.workdir import free_space
 
 CORRUPT_DIR = "checkpoints_corrupt"
 _K1, _K2 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA6B)  # odd multipliers (golden ratio, murmur3)
@@ -66,15 +67,6 @@ def digest(tree) -> dict[str, str]:
         from jax.experimental import multihost_utils
         values = np.asarray(multihost_utils.process_allgather(values, tiled=True))
     return {p: f"{int(a):08x}{int(b):08x}" for p, (a, b) in zip(paths, values)}
-
-
-def _free_space(directory: str) -> str:
-    while directory and not os.path.exists(directory):
-        directory = os.path.dirname(directory)
-    try:
-        return f"{shutil.disk_usage(directory).free / 2**20:,.1f} MiB free there"
-    except OSError:
-        return "free space unknown"
 
 
 def _one_line(e: BaseException) -> str:
@@ -206,7 +198,7 @@ class CheckpointManager:
         intact = [s for s in self._manager.all_steps() if s != step]
         previous = f"the previous checkpoint, step {max(intact)}, is intact" if intact else "no earlier checkpoint exists"
         return CheckpointError(f"writing the checkpoint of step {step} to {self.directory} failed "
-                               f"({_one_line(e)}; {_free_space(self.directory)}); {previous}. Free "
+                               f"({_one_line(e)}; {free_space(self.directory)}); {previous}. Free "
                                f"space there (or use another --workdir) and rerun the same command")
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 EXIT_FAILURE = 1  # the run failed: data absent, diverged, a checkpoint unreadable or unwritable...
 EXIT_USAGE = 2  # the command line or the config cannot work; nothing was run
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM with a checkpoint of the current step; rerun
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: stopped by Ctrl-C (with a checkpoint of the current step after the first)
 
 
 class UserError(Exception):
@@ -25,7 +26,16 @@ class DataNotFoundError(UserError, FileNotFoundError):
 
 
 class WorkdirError(UserError, OSError):
-    """The workdir cannot hold the run's outputs (not a directory, not writable)."""
+    """--workdir cannot be used (empty, not a directory, not writable): a command-line mistake."""
+    exit_code = EXIT_USAGE
+
+
+class WorkdirBusyError(WorkdirError):
+    """Another run holds the workdir; the message names it (host, PID, since when)."""
+
+
+class OutputError(UserError, OSError):
+    """A file of the run's outputs could not be written (a full disk); the old file, if any, is intact."""
 
 
 class CheckpointError(UserError, OSError):

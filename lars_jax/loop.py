@@ -189,10 +189,9 @@ class Reporter:
 
     def __init__(self, workdir: str, *, is_main: bool, total_steps: int, steps_per_epoch: int,
                  layer_stats_every: int):
-        from clu import metric_writers
+        from lars_jax import summaries
 
-        self.writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_main
-                       else metric_writers.MultiWriter([]))
+        self.writer = summaries.EventWriter(workdir if is_main else None)
         self.total, self.spe, self.layer_every = total_steps, steps_per_epoch, layer_stats_every
 
     def hparams(self, flat: dict) -> None:

@@ -5,9 +5,16 @@ Running the same command again resumes from the newest intact checkpoint in DIR.
 Multi-host: pass --coordinator_address/--num_processes/--process_id (jax.distributed.initialize's
 arguments) or --distributed to let JAX detect the cluster (SLURM, TPU pods, Open MPI).
 
+One run at a time per workdir: another run holding it is named and this one refused (exit 2), or
+waited for with --wait_for_workdir. A resume must keep every config field that changes the math
+(lars_jax.resume); --allow_config_change=FIELD[,FIELD] accepts a deliberate change, recorded in
+the workdir.
+
 Exit codes (lars_jax.errors): 0 finished (or stopped at config.loop.stop_after_steps, as asked);
 75 preempted by SIGTERM with a checkpoint of the current step (rerun the same command to resume);
-2 the command line or config cannot work (nothing ran); 1 any other failure. A multi-process
+130 stopped by Ctrl-C (SIGINT; the first one checkpoints the current step like SIGTERM, a second
+stops at once); 2 the command line, the config or the workdir cannot work, or another run holds
+the workdir (nothing ran); 1 any other failure. A multi-process
 worker runs under a small parent (lars_jax.supervisor) that reports a worker killed by a signal,
 e.g. aborted by JAX when a peer dies. A failure the user
 can fix prints one line on stderr naming the cause and the fix; --verbose shows the traceback and
@@ -20,10 +27,11 @@ import os
 import sys
 
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
 import lars_jax
-from lars_jax.errors import EXIT_USAGE, UserError
+from lars_jax.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
 from lars_jax.loop import QuietLibraries
 
 lars_jax.quiet_tensorflow()
@@ -37,6 +45,10 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-host r
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
                      "Multi-host: a process whose peer is silent this long stops with an error.")
+flags.DEFINE_bool("wait_for_workdir", False, "If another run holds --workdir, wait for it to end instead of "
+                  "refusing to start.")
+flags.DEFINE_list("allow_config_change", [], "Config fields (e.g. schedule.total_steps) a resume may change "
+                  "although they change the math; the change is recorded in the workdir.")
 flags.DEFINE_bool("verbose", False, "Show full tracebacks and every library's INFO log.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -61,9 +73,28 @@ def _config_path(argv) -> str:
     return "?"
 
 
+def _not_a_config_dict(path: str, config=None) -> str | None:
+    """Why the experiment file's get_config() result cannot be used, if it is not a ConfigDict
+    (`config`: the result, else the file is loaded again to see)."""
+    if config is None:
+        from lars_jax import configs
+        try:
+            config = configs.load_config(path)
+        except Exception:  # noqa: BLE001 - the caller reports the original error
+            return None
+    if isinstance(config, ml_collections.ConfigDict):
+        return None
+    return (f"--config {path}: get_config() returned a {type(config).__name__}; it must return an "
+            f"ml_collections.ConfigDict (start from lars_jax.configs.get_base_config(), as "
+            f"experiments/fashion_mnist.py does)")
+
+
 def _config_error(e: BaseException, argv) -> str:
     """One line for an exception raised while loading the config file or applying overrides."""
     path = _config_path(argv)
+    wrong_type = _not_a_config_dict(path)
+    if wrong_type:
+        return wrong_type
     chain, cause = [], e
     while cause is not None and cause not in chain:
         chain.append(cause)
@@ -90,6 +121,9 @@ def _parse(argv):
     try:
         rest = FLAGS(argv)
         FLAGS.config.keys()  # config_flags defers a failed load to the first attribute access
+        wrong_type = _not_a_config_dict(_config_path(argv), FLAGS.config)
+        if wrong_type:
+            _fail(wrong_type, EXIT_USAGE)
         return rest
     except flags.Error as e:  # a bad value or a missing required flag: absl's message is clear
         if _verbose(argv):
@@ -127,10 +161,8 @@ def main(argv):
                                        heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
         from lars_jax import train
 
-        logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
-                     jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-                     jax.devices()[0].platform)
-        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_changes=FLAGS.allow_config_change,
+                                           wait_for_workdir=FLAGS.wait_for_workdir)
     except UserError as e:
         if FLAGS.verbose:
             raise
@@ -138,7 +170,7 @@ def main(argv):
     accuracy = results.get("test_accuracy")
     logging.info("Done at step %d of %d%s; %s", results["final_step"], results["total_steps"],
                  f", test accuracy {accuracy:.4f}" if accuracy is not None else "",
-                 "preempted: rerun the same command to resume" if results.get("preempted")
+                 "stopped: rerun the same command to resume" if results.get("preempted")
                  else f"results in {os.path.join(FLAGS.workdir, 'results.json')}")
     return results.get("exit_code", 0)
 
@@ -148,7 +180,13 @@ def run() -> None:
 
     if supervisor.wanted(sys.argv):
         sys.exit(supervisor.supervise(sys.argv))
-    app.run(main, flags_parser=_parse)
+    try:
+        app.run(main, flags_parser=_parse)
+    except KeyboardInterrupt:  # Ctrl-C outside the train loop, or a second one inside it
+        if _verbose(sys.argv):
+            raise
+        _fail("interrupted (Ctrl-C): stopped at once; the checkpoints written so far are intact: rerun the same "
+              "command to resume from the newest", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

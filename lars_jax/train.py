@@ -24,8 +24,9 @@ import ml_collections
 import optax
 from absl import logging
 
-from lars_jax import configs, data, models, optim, parallel, schedules, steps, workdir as workdirs
-from lars_jax.errors import EXIT_PREEMPTED, ConfigError, UserError
+from lars_jax import configs, data, models, optim, parallel, resume, schedules, steps, supervisor, workdir as workdirs
+from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, UserError
+from lars_jax.resume import flatten
 from lars_jax.steps import TrainState
 
 
@@ -51,12 +52,26 @@ def _as_config_error(path: str, build: Callable, *args, fields: dict | None = No
                           f"remove it") from e
 
 
+def bn_group_size(config, workers: int) -> int:
+    """config.model.bn_group_size, or when None the per-device microbatch on `workers`
+    data-parallel devices."""
+    group = config.model.get("bn_group_size")
+    return group if group is not None else config.global_batch_size // (workers * config.mesh.microbatches)
+
+
+def resolved_config(config, workers: int) -> dict:
+    """The config as a JSON-able dict, with what the device count decides filled in
+    (model.bn_group_size): what a resume must agree with."""
+    resolved = workdirs.finite_or_none(json.loads(config.to_json_best_effort()))
+    resolved["model"]["bn_group_size"] = bn_group_size(config, workers)
+    return resolved
+
+
 def build_model(config, info: data.DatasetInfo, workers: int):
     """config.model: `name` picks the registry entry, every other field is passed to it.
     workers: data-parallel devices (bn_group_size None = the per-device microbatch)."""
     options = {k: v for k, v in config.model.items() if k != "name"}
-    if options.get("bn_group_size") is None:
-        options["bn_group_size"] = config.global_batch_size // (workers * config.mesh.microbatches)
+    options["bn_group_size"] = bn_group_size(config, workers)
     return _as_config_error("model", models.create_model, config.model.name, num_classes=info.num_classes, **options)
 
 
@@ -219,70 +234,123 @@ class Trainer:
 
 
 class PreemptionWatch:
-    """Has SIGTERM (a preemption notice) arrived? In a multi-process run every process must stop
-    at the same step, so JAX's preemption sync point decides; alone, a signal handler does."""
+    """Has SIGTERM (a preemption notice) or SIGINT (Ctrl-C) arrived? In a multi-process run every
+    process must stop at the same step, so JAX's preemption sync point decides (a SIGINT is passed
+    to it as SIGTERM); alone, a signal handler does. A second SIGINT raises KeyboardInterrupt at
+    once; under lars_jax.supervisor, which forwards signals, one arriving within DUPLICATE_SECONDS
+    of the first is the same Ctrl-C delivered twice (to the process group and forwarded)."""
+
+    DUPLICATE_SECONDS = 0.5
 
     def __init__(self):
-        self._signalled = False
+        self.name: str | None = None  # the first stop signal's name
+        self._signalled_at = 0.0
         self._multi = jax.process_count() > 1
-        if not self._multi and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._window = self.DUPLICATE_SECONDS if os.environ.get(supervisor.CHILD_ENV) else 0.0
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            wanted = [signal.SIGINT] if self._multi else [signal.SIGTERM, signal.SIGINT]
+            for sig in wanted:  # a SIGINT ignored at start (a background job of a shell) stays ignored
+                if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.name == "SIGINT" else EXIT_PREEMPTED
 
     def _handle(self, signum, frame):
-        self._signalled = True
+        now = time.monotonic()
+        if self.name is not None:
+            if signum == signal.SIGINT and now - self._signalled_at > self._window:
+                raise KeyboardInterrupt
+            return
+        self.name, self._signalled_at = signal.Signals(signum).name, now
+        if self._multi:  # JAX's preemption notice listens for SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def __call__(self, step: int) -> bool:
         if self._multi:
             from jax.experimental import multihost_utils
             return multihost_utils.reached_preemption_sync_point(step)
-        return self._signalled
+        return self.name is not None
 
     def close(self):
-        if hasattr(self, "_previous"):
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_changes=(),
+                       wait_for_workdir: bool = False) -> dict:
     """Trains from workdir's newest intact checkpoint to step `Trainer.stop_step`, evaluates and
     writes results.json (strict JSON); returns the results.
 
-    A workdir whose run already finished at that step is left as it is (its results returned).
-    On SIGTERM it checkpoints the current step and returns results["preempted"] = True, with
-    results["exit_code"] = EXIT_PREEMPTED (rerunning the same command resumes there).
+    The config, the data and the workdir are checked before anything in the workdir is touched;
+    then the workdir is locked for this run (lars_jax.lock: WorkdirBusyError naming the holder,
+    or wait_for_workdir) and a resume is checked against the config the workdir was started with
+    (lars_jax.resume: the fields `allow_changes` names may change the math). A workdir whose run
+    already finished at that step is left as it is (its results returned). On SIGTERM (or the first
+    SIGINT) it checkpoints the current step and returns results["preempted"] = True, with
+    results["exit_code"] = EXIT_PREEMPTED (EXIT_INTERRUPTED); rerunning the same command resumes there.
     """
-    from lars_jax import checkpoints
+    from lars_jax import lock
 
     t_start = time.time()
-    workdirs.prepare(workdir)
+    workdirs.check(workdir)
     trainer = Trainer(config)
-    is_main = jax.process_index() == 0
+    data.check(config.data)  # every split the run reads, before any training
+    workdirs.prepare(workdir)
+    holder = lock.hold_for_job(workdir, wait=wait_for_workdir)
+    try:
+        results = _resume_and_train(trainer, workdir, allow_changes)
+        if results.pop("left_as_it_was", False):
+            return results
+        results["wall_seconds"] = time.time() - t_start
+        if jax.process_index() == 0 and not results["preempted"]:
+            workdirs.write_json(os.path.join(workdir, workdirs.RESULTS), workdirs.strict(results, {
+                "test_accuracy": "no evaluation ran", "train_loss": "no train step ran and the checkpoint holds none",
+                "images_per_second": "no timed train step (the first step of an invocation compiles)",
+                "noise_scale": "not measured: config.loop.noise_scale_decay is None, or one data-parallel device "
+                               "and one microbatch give one batch size (it needs two)"}))
+        return results
+    finally:  # after the last write: the next holder finds the workdir as this run left it
+        if holder is not None:
+            holder.release()
+
+
+def _resume_and_train(trainer: Trainer, workdir: str, allow_changes) -> dict:
+    """In a held workdir: the resume check, the restore, the loop (results without wall time)."""
+    from lars_jax import checkpoints
+
+    config, is_main = trainer.config, jax.process_index() == 0
     results_path = os.path.join(workdir, workdirs.RESULTS)
+    record, fresh = resume.Record(workdir), not resume.started(workdir)
+    resolved = resolved_config(config, parallel.data_size(trainer.mesh))
+    changes = record.check(flatten(resolved), fresh=fresh, allowed=allow_changes, fixed=Trainer.STATE_FIELDS,
+                           derived={"model.bn_group_size": config.model.get("bn_group_size")},
+                           num_devices=trainer.mesh.size)
+    logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__, jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
     ckpt = checkpoints.CheckpointManager(workdir, keep=config.loop.keep_checkpoints, fingerprint=trainer.fingerprint())
     try:
         state, progress = ckpt.restore_latest(trainer.sharded_init_state())
         start = int(jax.device_get(state.step))
+        if is_main:
+            record.keep_config(resolved, fresh=fresh)
         previous = workdirs.read_json(results_path)
         if start >= trainer.stop_step and previous and previous.get("final_step") == start:
-            logging.info("%s already holds the results of step %d (the run's last); left as they are. "
-                         "To train further, raise config.schedule.num_epochs / total_steps or config.loop.stop_after_steps.",
-                         workdir, start)
-            return previous
+            logging.info("%s already holds the results of step %d (the run's last); left as they are. To train "
+                         "further, raise config.loop.stop_after_steps, or lengthen the schedule (config.schedule."
+                         "num_epochs / total_steps) with --allow_config_change naming the field.", workdir, start)
+            return {**previous, "left_as_it_was": True}
         if is_main:
-            workdirs.write_json(os.path.join(workdir, "config.json"), workdirs.strict(
-                json.loads(config.to_json_best_effort())))
+            record.append(from_step=start, changes=changes, num_devices=trainer.mesh.size,
+                          num_processes=jax.process_count())
         if start:
             logging.info("Resumed from checkpoint step %d in %s", start, ckpt.directory)
         results = _train(trainer, state, start, ckpt, workdir, progress, is_main)
     finally:  # also on errors: finish checkpoint writes in flight so none is left half-written
         ckpt.close()
-    results["wall_seconds"] = time.time() - t_start
-    if is_main and not results["preempted"]:
-        workdirs.write_json(results_path, workdirs.strict(results, {
-            "test_accuracy": "no evaluation ran", "train_loss": "no train step ran and the checkpoint holds none",
-            "images_per_second": "no timed train step (the first step of an invocation compiles)",
-            "noise_scale": "not measured: config.loop.noise_scale_decay is None, or one data-parallel device and "
-                           "one microbatch give one batch size (it needs two)"}))
-    return results
+    return {**results, "config_changes": record.changes()}
 
 
 def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, progress: dict,
@@ -354,8 +422,9 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
             if stopped:
                 ckpt.save(step, state, progress)
                 ckpt.wait()
-                logging.warning("SIGTERM: stopped at step %d/%d with a checkpoint in %s; run the same command "
-                                "again to resume (exit code %d).", step, stop, ckpt.directory, EXIT_PREEMPTED)
+                logging.warning("%s: stopped at step %d/%d with a checkpoint in %s; run the same command "
+                                "again to resume (exit code %d).", preempted.name or "SIGTERM", step, stop,
+                                ckpt.directory, preempted.exit_code)
                 break
             if evaluate_now:
                 eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=last)
@@ -373,7 +442,7 @@ def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, 
     return {
         "config_name": config.name, "final_step": step, "total_steps": trainer.total_steps,
         "stop_step": stop, "finished": step == trainer.total_steps, "epochs": step / spe, "preempted": stopped,
-        "exit_code": EXIT_PREEMPTED if stopped else 0,
+        "exit_code": preempted.exit_code if stopped else 0,
         "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
         "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
         **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
@@ -397,14 +466,3 @@ def _check_finite(fetched, ckpt):
                 f"{what} at step {step}: training diverged; {where}. Lower config.schedule.base_learning_rate, "
                 f"lengthen config.schedule.warmup_epochs, or check the data.")
     return fetched
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"schedule.warmup_epochs": 5.0, ...} from a nested config dict."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

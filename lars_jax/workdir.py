@@ -9,18 +9,36 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 
-from lars_jax.errors import WorkdirError
+from lars_jax.errors import OutputError, WorkdirError
 
 RESULTS = "results.json"
 
 
-def prepare(workdir: str) -> str:
-    """Creates `workdir` if needed; WorkdirError unless it is a directory this process can write."""
+def check(workdir: str | None) -> str:
+    """Its absolute path; WorkdirError (a command-line mistake) unless it names a directory that
+    exists or can be made, and that this process can write. Creates nothing."""
+    if not (workdir or "").strip():
+        raise WorkdirError("--workdir is empty: name the run's directory, e.g. --workdir runs/fashion_mnist")
     path = os.path.abspath(workdir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise WorkdirError(f"--workdir {workdir}: exists and is not a directory; choose another --workdir")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise WorkdirError(f"--workdir {workdir}: {existing} is not a directory; choose another --workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WorkdirError(f"--workdir {workdir}: cannot write in {existing}; choose a directory you can write, "
+                           f"or fix its permissions")
+    return path
+
+
+def prepare(workdir: str) -> str:
+    """Creates `workdir` if needed; WorkdirError unless it is a directory this process can write."""
+    path = check(workdir)
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -29,6 +47,16 @@ def prepare(workdir: str) -> str:
         raise WorkdirError(f"--workdir {workdir}: cannot write there ({e.strerror or e}); choose a "
                            f"directory you can write, or fix its permissions") from e
     return path
+
+
+def free_space(directory: str) -> str:
+    """"N MiB free there" for the filesystem holding `directory` (or its nearest existing parent)."""
+    while directory and not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**20:,.1f} MiB free there"
+    except OSError:
+        return "free space unknown"
 
 
 def strict(record: dict, reasons: dict[str, str] | None = None) -> dict:
@@ -67,17 +95,24 @@ def _umask() -> int:
 
 def write_text(path: str, text: str) -> None:
     """Written atomically: a temporary file in the same directory, then renamed over `path`, with
-    the permissions open() would give a new file (mkstemp's are 0600: unreadable to a group)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    the permissions open() would give a new file (mkstemp's are 0600: unreadable to a group).
+    OutputError (one line: the file, the cause, the free space) when it cannot be written, e.g.
+    on a full disk; the old file, if any, is then left as it was."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as e:
+        raise OutputError(f"writing {path} failed ({e.strerror or e}; {free_space(directory)}); "
+                          f"{'its previous version is intact' if os.path.exists(path) else 'nothing was written'}"
+                          f". Free space there (or use another --workdir) and rerun the same command") from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def write_json(path: str, record: dict) -> None:

@@ -1,12 +1,15 @@
 """Shared by the tests: small configs, a few in-process train steps, and `python -m lars_jax.main`
 in subprocesses."""
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
+import pytest
 
 from lars_jax import configs, parallel, train
 
@@ -72,6 +75,14 @@ def start(workdir, *overrides, devices: int, log_path, **extra_env) -> subproces
                             env=environment(devices, **extra_env))
 
 
+def wait_for(log_path, text, proc, timeout=240) -> None:
+    """Until `text` appears in the log at log_path; fails if `proc` ends first or time runs out."""
+    deadline = time.time() + timeout
+    while text not in (log_path.read_text() if log_path.exists() else ""):
+        assert time.time() < deadline and proc.poll() is None, log_path.read_text()[-2000:] if log_path.exists() else ""
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,3 +92,27 @@ def free_port() -> int:
 def multiprocess_flags(port: int, num_processes: int, process_id: int, heartbeat: int = 10):
     return (f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
             f"--process_id={process_id}", f"--heartbeat_timeout_seconds={heartbeat}")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, size, *options):
+    """A tmpfs of `size` at `path` (root only); skips the test where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    opts = ",".join((f"size={size}", *options))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root; CI runs as root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path) -> None:
+    """Writes `path` in whole pages until its disk is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lars_jax import configs, data
-from lars_jax.data import fashion_mnist, in_memory, tfds_util
+from lars_jax.data import base, fashion_mnist, in_memory, tfds_util
 
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
 needs_idx = pytest.mark.skipif(not os.path.exists(os.path.join(IDX_DIR, "t10k-labels-idx1-ubyte.gz")),
@@ -380,6 +380,38 @@ def test_preparing_from_debian_files_says_so_in_plain_lines(tmp_path, rng):
     for untrue in ("Downloading", "Unknown size", "downloaded and prepared"):  # tfds' lines for a download
         assert untrue not in out, out
     assert f"from the IDX files in {idx} (nothing is downloaded)" in out and "prepared in" in out, out
+
+
+def damaged_copy(tmp_path, damage) -> str:
+    """A tfds data_dir holding a copy of the prepared Fashion-MNIST with one file damaged; returns
+    the damaged file's path."""
+    prepared = fashion_mnist.ensure_prepared(_config(dataset="fashion_mnist"))
+    shutil.copytree(os.path.join(prepared, "fashion_mnist"), tmp_path / "tfds" / "fashion_mnist")
+    version = next((tmp_path / "tfds" / "fashion_mnist").iterdir())
+    if damage == "train_truncated":
+        bad = next(version.glob("fashion_mnist-train.tfrecord*"))
+        os.truncate(bad, bad.stat().st_size // 3)
+    elif damage == "info_garbage":
+        bad = version / "dataset_info.json"
+        bad.write_text("garbage{")
+    else:  # a test split of random bytes, found only at the first evaluation before
+        bad = next(version.glob("fashion_mnist-test.tfrecord*"))
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, bad.stat().st_size, dtype=np.uint8).tobytes())
+    return str(bad)
+
+
+@needs_idx
+@pytest.mark.parametrize("damage", ["train_truncated", "info_garbage", "test_garbage"])
+def test_a_damaged_prepared_dataset_names_the_file_and_the_command_that_prepares_it_again(tmp_path, damage):
+    bad = damaged_copy(tmp_path, damage)
+    config = _config(dataset="fashion_mnist", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(data.DataNotFoundError) as failed:
+        data.check(config)  # what a run does before training: every split it reads
+    message = str(failed.value)
+    fix = f"`rm -rf {os.path.dirname(bad)}`"
+    assert bad in message and fix in message and "\n" not in message and len(message) < 700, message
+    subprocess.run(fix.strip("`"), shell=True, check=True)  # the fix, as printed: the rerun prepares it again
+    assert not base.tfds_prepared(config.data_dir, "fashion_mnist") and fashion_mnist.DATASET.available(config)
 
 
 def test_imagenet_missing(tmp_path):

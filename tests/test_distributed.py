@@ -130,6 +130,8 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         proc.wait(timeout=30)
     finally:
         proc.kill()
+    # The workdir's lock file still names the killed holder; the OS dropped its lock with it.
+    assert json.loads((tmp_path / "run" / "lock").read_text())["pid"] == proc.pid
     rerun = helpers.run(tmp_path / "run", *overrides, devices=2)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -14,8 +14,9 @@ import pytest
 
 import helpers
 import test_checkpoints
+import test_data
 from lars_jax import checkpoints
-from lars_jax.errors import EXIT_FAILURE, EXIT_PREEMPTED, EXIT_USAGE
+from lars_jax.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE
 
 pytestmark = pytest.mark.slow  # each case starts `python -m lars_jax.main` once or more
 
@@ -24,8 +25,9 @@ def run(workdir, *overrides, devices=8, **kwargs):
     return helpers.run(workdir, *overrides, devices=devices, timeout=240, **kwargs)
 
 
-def assert_one_line_error(proc, *needles, code=None):
-    """Non-zero exit; no traceback; the last stderr line, and only it, is `error: ...` with needles."""
+def assert_one_line_error(proc, *needles, code=None, alone=False):
+    """Non-zero exit; no traceback; the last stderr line, and only it, is `error: ...` with needles;
+    alone: no other line either (a run refused before it started prints nothing else)."""
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-2000:]
     if code is not None:
@@ -33,7 +35,7 @@ def assert_one_line_error(proc, *needles, code=None):
     assert "Traceback" not in out, out[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
-    assert errors == [lines[-1]], out[-2000:]
+    assert errors == [lines[-1]] and (len(lines) == 1 or not alone), out[-2000:]
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
@@ -52,12 +54,22 @@ def _config_file(tmp_path, text):
     return str(path)
 
 
-BAD_INPUTS = {  # name -> (argv builder(tmp_path) -> (argv, env), what the line must name)
+DICT_CONFIG = "def get_config():\n    return {'global_batch_size': 64, 'schedule': {'total_steps': 4}}\n"
+# name -> (argv builder(tmp_path) -> (argv, extra), what the line must name); all exit 2. extra:
+# "workdir" (a file / under a file / empty) and "bare" (no overrides: the config file alone)
+BAD_INPUTS = {
     "unknown_field": (lambda t: (["--config.nonexistent=1"], {}), ["--config.nonexistent", "no field"]),
     "missing_config": (lambda t: (["--config", str(t / "nope.py")], {}), ["nope.py", "no such file"]),
     "syntax_error": (lambda t: (["--config", _config_file(t, "def get_config(:\n")], {}), ["syntax error", "line 1"]),
     "no_get_config": (lambda t: (["--config", _config_file(t, "x = 1\n")], {}), ["get_config"]),
+    "get_config_returns_a_dict": (lambda t: (["--config", _config_file(t, DICT_CONFIG)], {"bare": True}),
+                                  ["get_config() returned a dict", "must return an ml_collections.ConfigDict"]),
+    "get_config_returns_a_dict_overridden": (
+        lambda t: (["--config", _config_file(t, DICT_CONFIG), "--config.schedule.total_steps=2"], {}),
+        ["get_config() returned a dict", "must return an ml_collections.ConfigDict"]),
     "workdir_is_a_file": (lambda t: ([], {"workdir": "file"}), ["not a directory"]),
+    "workdir_empty": (lambda t: ([], {"workdir": ""}), ["--workdir is empty"]),
+    "workdir_under_a_file": (lambda t: ([], {"workdir": "under_a_file"}), ["is not a directory"]),
     "eval_batch_not_dividing": (lambda t: (["--config.loop.eval_batch_size=100"], {}),
                                 ["config.loop.eval_batch_size", "multiple of 8"]),
     "image_size_fixed_dataset": (lambda t: (["--config.data.image_size=32"], {}),
@@ -79,52 +91,56 @@ def test_every_mistake_is_one_line_before_anything_compiles(tmp_path, case):
     workdir = tmp_path / "run"
     if extra.get("workdir") == "file":
         workdir.write_text("precious")
+    if extra.get("workdir") == "under_a_file":
+        (tmp_path / "file").write_text("precious")
+        workdir = tmp_path / "file" / "run"
     config = helpers.CONFIG
     if "--config" in argv:  # another config file instead of the default
         config, argv = argv[1], argv[2:]
-    cmd = [sys.executable, "-m", "lars_jax.main", "--config", config, "--workdir", str(workdir), *helpers.SMALL,
-           "--config.schedule.total_steps=4", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=helpers.ROOT,
-                          env=helpers.environment(8))
-    line = assert_one_line_error(proc, *needles)
+    overrides = () if extra.get("bare") else (*helpers.SMALL, "--config.schedule.total_steps=4")
+    cmd = [sys.executable, "-m", "lars_jax.main", "--config", config,
+           "--workdir", "" if extra.get("workdir") == "" else str(workdir), *overrides, *argv]
+    before = sorted(os.listdir(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env=helpers.environment(8, PYTHONPATH=helpers.ROOT))
+    line = assert_one_line_error(proc, *needles, code=EXIT_USAGE, alone=True)
     assert "step 1/" not in proc.stderr, line  # failed before training
+    assert sorted(os.listdir(tmp_path)) == before, line  # nothing created: no workdir, nothing in the cwd
     if extra.get("workdir") == "file":
         assert workdir.read_text() == "precious"
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(path, size, *options):
-    """A tmpfs of `size` at `path` (root only); skips the test where mounting is not allowed."""
-    os.makedirs(path, exist_ok=True)
-    opts = ",".join((f"size={size}", *options))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_a_read_only_workdir_is_one_line(tmp_path):
     if os.geteuid() == 0:  # root writes anywhere: a read-only mount is what stops it
-        context = mounted_tmpfs(tmp_path / "ro", "1m", "ro")
+        context = helpers.mounted_tmpfs(tmp_path / "ro", "1m", "ro")
     else:
         os.makedirs(tmp_path / "ro")
         os.chmod(tmp_path / "ro", 0o555)
         context = contextlib.nullcontext(tmp_path / "ro")
     with context as ro:
         proc = run(ro / "run", "--config.schedule.total_steps=2")
-    assert_one_line_error(proc, "--workdir", "cannot write")
+    assert_one_line_error(proc, "--workdir", "cannot write", code=EXIT_USAGE, alone=True)
 
 
-@pytest.mark.parametrize("field,value,named", [("model.name", "mlp", "model.name: 'small_cnn' there, 'mlp' now"),
-                                               ("optimizer.name", "sgd", "optimizer.name: 'lars' there, 'sgd' now")])
+def test_a_damaged_test_split_is_named_before_training_not_after_it(tmp_path):
+    bad = test_data.damaged_copy(tmp_path, "test_garbage")
+    proc = run(tmp_path / "run", "--config.schedule.total_steps=2", f"--config.data.data_dir={tmp_path / 'tfds'}")
+    assert_one_line_error(proc, f"{bad} cannot be read", f"`rm -rf {os.path.dirname(bad)}`", code=EXIT_FAILURE,
+                          alone=True)
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("field,value,named", [("model.name", "mlp", "model.name: 'small_cnn' -> 'mlp'"),
+                                               ("optimizer.name", "sgd", "optimizer.name: 'lars' -> 'sgd'")])
 def test_resuming_with_another_model_or_optimizer_is_refused(tmp_path, field, value, named):
     first = run(tmp_path, "--config.schedule.total_steps=2")
     assert first.returncode == 0, first.stderr[-2000:]
     before = sorted(os.listdir(tmp_path / "checkpoints"))
-    proc = run(tmp_path, "--config.schedule.total_steps=4", f"--config.{field}={value}")
-    assert_one_line_error(proc, named, "new --workdir", code=EXIT_USAGE)
+    # Not even deliberately: the checkpoints' arrays do not fit another model or optimizer.
+    proc = run(tmp_path, "--config.schedule.total_steps=2", f"--config.{field}={value}",
+               f"--allow_config_change={field}")
+    line = assert_one_line_error(proc, named, "arrays do not fit it", "new --workdir", code=EXIT_USAGE, alone=True)
+    assert "--allow_config_change" not in line
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
@@ -145,9 +161,12 @@ def test_a_rerun_of_a_finished_run_leaves_its_results_and_a_resume_at_the_end_re
     results = strict_json(tmp_path / "results.json")
     assert results["finished"] and results["final_step"] == 4 and results["images_per_second"] > 0
 
+    config = (tmp_path / "config.json").read_text()
+    os.unlink(tmp_path / "config.json")
     again = run(tmp_path, "--config.schedule.total_steps=4", "--config.loop.checkpoint_every=2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "results.json").read_text() == text  # byte for byte
+    assert (tmp_path / "config.json").read_text() == config  # a deleted config.json is written again
 
     # Killed after the last checkpoint, before results.json: the rerun evaluates the restored
     # state and reports the train figures saved with the checkpoint.
@@ -187,7 +206,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp
     overrides = ("--config.loop.checkpoint_every=2", "--config.loop.eval_every=100")
     if fault == "tmpfs_full":
         # one checkpoint of the small CNN is ~3.2 MB: the first fits in 5 MB, the second does not
-        context = mounted_tmpfs(tmp_path / "disk", "5m")
+        context = helpers.mounted_tmpfs(tmp_path / "disk", "5m")
     else:
         context = contextlib.nullcontext(tmp_path / "disk")
     with context as disk:
@@ -195,7 +214,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp
         if fault == "tmpfs_full":
             proc = run(workdir, "--config.schedule.total_steps=6", *overrides)
         else:  # the first run writes step 2; its rerun may not write files over 1 MB
-            first = run(workdir, "--config.schedule.total_steps=2", *overrides)
+            first = run(workdir, "--config.schedule.total_steps=6", "--config.loop.stop_after_steps=2", *overrides)
             assert first.returncode == 0, first.stderr[-2000:]
             # SIGXFSZ ignored: write() then fails with EFBIG, as it fails with ENOSPC on a full disk
             limited = "ulimit -f 1024; trap '' XFSZ; exec " + " ".join(f"'{c}'" for c in helpers.command(
@@ -210,6 +229,45 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_previous_stays_intact(tmp
         assert manager.latest_step() == 2
         manager.close()
     del line
+
+
+def test_a_full_disk_while_writing_config_or_results_is_one_line_and_a_rerun_completes(tmp_path):
+    overrides = ("--config.schedule.total_steps=2", "--config.loop.checkpoint_every=2")
+    with helpers.mounted_tmpfs(tmp_path / "disk", "16m") as disk:
+        workdir, filler = disk / "run", disk / "filler"
+
+        def no_torn_file():
+            assert not [n for n in os.listdir(workdir) if n.startswith(".tmp-")]
+            for name in os.listdir(workdir):
+                if name.endswith(".json"):
+                    strict_json(workdir / name)
+
+        helpers.fill(filler)  # full before the run: its first file, config.json, cannot be written
+        proc = run(workdir, *overrides)
+        assert_one_line_error(proc, f"writing {workdir / 'config.json'} failed (No space left on device",
+                              "nothing was written", "Free space there", code=EXIT_FAILURE)
+        no_torn_file()
+        os.unlink(filler)
+        done = run(workdir, *overrides)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results = strict_json(workdir / "results.json")
+
+        # Full at the end, results.json lost (killed after the last checkpoint): one page is left,
+        # which the rewritten history frees and the new event file takes.
+        os.unlink(workdir / "results.json")
+        helpers.fill(filler)
+        os.truncate(filler, os.path.getsize(filler) - 4096)
+        proc = run(workdir, *overrides)
+        assert_one_line_error(proc, f"writing {workdir / 'results.json'} failed (No space left on device",
+                              code=EXIT_FAILURE)
+        no_torn_file()
+        assert not os.path.exists(workdir / "results.json")
+        os.unlink(filler)
+        redone = run(workdir, *overrides)
+        assert redone.returncode == 0, redone.stderr[-2000:]
+        again = strict_json(workdir / "results.json")
+        for key in ("final_step", "test_accuracy", "test_loss", "train_loss", "train_seconds"):
+            assert again[key] == results[key], key
 
 
 # ---------------------------------------------------------------------------------- preemption
@@ -238,6 +296,31 @@ def test_preemption_exits_75_and_a_shell_retry_loop_finishes_the_run(tmp_path):
     assert results["final_step"] == 40 and 3 <= results["resumed_from_step"] < 40
 
 
+def test_ctrl_c_checkpoints_the_current_step_exits_130_and_a_rerun_is_bit_identical(tmp_path):
+    overrides = ("--config.schedule.total_steps=40", "--config.loop.checkpoint_every=100", "--config.loop.eval_every=40")
+    ref = run(tmp_path / "ref", *overrides)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    proc = helpers.start(tmp_path / "run", *overrides, devices=8, log_path=tmp_path / "log")
+    try:
+        helpers.wait_for(tmp_path / "log", "step 3/", proc)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    log = (tmp_path / "log").read_text()
+    assert code == EXIT_INTERRUPTED and "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    said = [line for line in log.splitlines() if "SIGINT" in line]
+    assert len(said) == 1 and "run the same command again to resume (exit code 130)" in said[0], said
+    stopped = int(said[0].split("SIGINT: stopped at step ")[1].split("/")[0])
+    assert 3 <= stopped < 40 and int(checkpoints.read_checkpoint(tmp_path / "run")["step"]) == stopped
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+    rerun = run(tmp_path / "run", *overrides)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert strict_json(tmp_path / "run" / "results.json")["resumed_from_step"] == stopped
+    chex.assert_trees_all_equal(checkpoints.read_checkpoint(tmp_path / "ref"),
+                                checkpoints.read_checkpoint(tmp_path / "run"))
+
+
 def test_a_dead_peer_ends_with_one_line_naming_the_process_and_the_checkpoint(tmp_path):
     port = helpers.free_port()
     overrides = ("--config.schedule.total_steps=100000", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=100000")
@@ -248,6 +331,14 @@ def test_a_dead_peer_ends_with_one_line_naming_the_process_and_the_checkpoint(tm
         while "step 5/" not in (tmp_path / "log0").read_text():
             assert time.time() < deadline and procs[0].poll() is None, (tmp_path / "log0").read_text()[-2000:]
             time.sleep(0.2)
+        # The job holds the workdir once (process 0's worker), and another run is refused.
+        holder = json.loads((tmp_path / "run" / "lock").read_text())
+        with open(f"/proc/{holder['pid']}/stat") as f:  # its parent: process 0's supervisor
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == procs[0].pid
+        assert "--process_id=0" in holder["command"]
+        other = run(tmp_path / "run", *overrides, devices=2)
+        assert_one_line_error(other, f"is in use by another run (PID {holder['pid']} on ", code=EXIT_USAGE,
+                              alone=True)
         procs[1].kill()
         killed_at = time.time()
         code = procs[0].wait(timeout=120)

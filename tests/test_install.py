@@ -1,4 +1,5 @@
-"""A non-editable install: the scaling CLI finds its inputs as package data and writes only to --out."""
+"""Installs as README offers them: non-editable (the scaling CLI finds its inputs as package data
+and writes only to --out), the core alone, and the trainer without the tfds extra."""
 import importlib.metadata
 import json
 import os
@@ -112,10 +113,10 @@ print("core step ok", losses)
 """
 
 
-@pytest.mark.slow
-def test_the_core_install_trains_a_step_without_tensorflow_or_the_trainer(tmp_path):
-    # A fresh venv with the package's core dependencies only (pip's cache serves the wheels).
-    venv = tmp_path / "core"
+def _venv(tmp_path, extras: str = "") -> tuple[str, str]:
+    """(python, pip list) of a fresh venv holding the checkout's package with `extras` (e.g.
+    "[train]") and nothing else (pip's cache or the configured index serves the wheels)."""
+    venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = str(venv / "bin" / "python")
     src = tmp_path / "src"
@@ -124,15 +125,51 @@ def test_the_core_install_trains_a_step_without_tensorflow_or_the_trainer(tmp_pa
         shutil.copy(os.path.join(ROOT, name), src / name)
     shutil.copytree(os.path.join(ROOT, "lars_jax"), src / "lars_jax",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    proc = subprocess.run([python, "-m", "pip", "install", "--quiet", str(src)], capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run([python, "-m", "pip", "install", "--quiet", f"{src}{extras}"], capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
                             check=True).stdout.lower()
+    return python, listed
+
+
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+
+
+@pytest.mark.slow
+def test_the_core_install_trains_a_step_without_tensorflow_or_the_trainer(tmp_path):
+    python, listed = _venv(tmp_path)
     for absent in ("tensorflow", "ml-collections", "ml_collections", "clu==", "tensorboard"):
         assert absent not in listed, f"{absent} installed with the core:\n{listed}"
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
     run = subprocess.run([python, "-c", CORE_STEP], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                         env=env)
+                         env=_clean_env())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "core step ok" in run.stdout
+
+
+READ_EVENTS = """
+import sys
+from lars_jax.sweep.events import read_scalars
+series = read_scalars(sys.argv[1], "")
+assert [s for s, _ in series["train_loss"]] == [1, 2] and [s for s, _ in series["test_accuracy"]] == [2], series
+print("events ok")
+"""
+
+
+@pytest.mark.slow
+def test_the_train_install_without_tfds_trains_on_synthetic_data_and_writes_tensorboard_events(tmp_path):
+    # README: `train` adds the trainer; synthetic data needs no tfds (nor TensorFlow).
+    python, listed = _venv(tmp_path, "[train]")
+    assert "tensorflow" not in listed.replace("tensorboard", ""), listed
+    run = subprocess.run(
+        [python, "-m", "lars_jax.main", "--config", os.path.join(ROOT, "experiments", "fashion_mnist.py"),
+         "--workdir", str(tmp_path / "run"), "--config.data.name=synthetic", "--config.data.image_size=16",
+         "--config.data.synthetic_num_classes=10", "--config.global_batch_size=8", "--config.schedule.total_steps=2",
+         "--config.schedule.warmup_epochs=0", "--config.loop.log_every=1", "--config.loop.eval_batch_size=256"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_clean_env())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["final_step"] == 2
+    read = subprocess.run([python, "-c", READ_EVENTS, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=_clean_env())  # TensorBoard's own reader, in that venv
+    assert read.returncode == 0 and "events ok" in read.stdout, read.stdout[-3000:] + read.stderr[-3000:]

@@ -1,4 +1,5 @@
 """lars_jax.sweep: the grid it plans, and a --quick run of the real command end to end."""
+import contextlib
 import json
 import os
 import subprocess
@@ -7,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import mounted_tmpfs
 from lars_jax import configs, sweep
+from lars_jax.errors import EXIT_USAGE
 from lars_jax.sweep import critical_batch  # noqa: F401 - sweep.critical_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,13 +122,22 @@ def test_main_parses_its_flags_afresh_on_a_second_call_in_one_process(tmp_path, 
                            ("fashion_mnist_batch_quick", str(tmp_path / "b"), str(tmp_path / "b_out"))]
 
 
-def test_quick_refuses_an_out_holding_the_recorded_full_sweep(tmp_path, sweep_calls):
+def one_line_exit(capsys, argv, code=EXIT_USAGE) -> str:
+    """sweep.main(argv)'s one `error: ` line on stderr, after it exited with `code`."""
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == code, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err[len("error: "):].strip()
+
+
+def test_quick_refuses_an_out_holding_the_recorded_full_sweep(tmp_path, sweep_calls, capsys):
     recorded = os.path.join(ROOT, "benchmarks", "results", "sweep_fashion_mnist")
     before = {f: os.stat(os.path.join(recorded, f)).st_mtime for f in os.listdir(recorded)}
-    with pytest.raises(SystemExit) as exit_:
-        sweep.main(["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path), "--out", recorded, "--quick"])
-    message = str(exit_.value.code)
-    assert message.startswith("--quick: --out ") and "drop --quick" in message and "\n" not in message
+    message = one_line_exit(capsys, ["sweep", "--config", SWEEP_CONFIG, "--workdir", str(tmp_path), "--out", recorded,
+                                     "--quick"])
+    assert message.startswith("--quick: --out ") and "drop --quick" in message
     assert sweep_calls == [] and not os.listdir(tmp_path)
     assert {f: os.stat(os.path.join(recorded, f)).st_mtime for f in os.listdir(recorded)} == before
     # A quick sweep's own outputs may be rewritten, and a full sweep may write over anything.
@@ -139,12 +151,25 @@ def test_quick_refuses_an_out_holding_the_recorded_full_sweep(tmp_path, sweep_ca
 
 @pytest.mark.parametrize("argv, flag", [([], "--config"), (["--config", "/absent/sweep.py"], "--config"),
                                         (["--config", SWEEP_CONFIG], "--workdir")])
-def test_bad_command_line_is_one_line_naming_the_flag(argv, flag, sweep_calls):
-    with pytest.raises(SystemExit) as exit_:
-        sweep.main(["sweep", *argv])
-    message = str(exit_.value.code)
-    assert flag in message and "usage: python -m lars_jax.sweep" in message and "\n" not in message
+def test_bad_command_line_is_one_line_naming_the_flag(argv, flag, sweep_calls, capsys):
+    message = one_line_exit(capsys, ["sweep", *argv])
+    assert flag in message and "usage: python -m lars_jax.sweep" in message
     assert sweep_calls == []
+
+
+@pytest.mark.parametrize("flag", ["--workdir", "--out"])
+def test_an_unwritable_workdir_or_out_is_one_line_before_anything_runs(tmp_path, flag, sweep_calls, capsys):
+    if os.geteuid() == 0:  # root writes anywhere: a read-only mount is what stops it
+        context = mounted_tmpfs(tmp_path / "ro", "1m", "ro")
+    else:
+        os.makedirs(tmp_path / "ro")
+        os.chmod(tmp_path / "ro", 0o555)
+        context = contextlib.nullcontext(tmp_path / "ro")
+    with context as ro:
+        dirs = {"--workdir": str(tmp_path / "w"), "--out": str(tmp_path / "o"), flag: str(ro / "sweep")}
+        message = one_line_exit(capsys, ["sweep", "--config", SWEEP_CONFIG, *(x for kv in dirs.items() for x in kv)])
+    assert message.startswith(f"{flag} {ro / 'sweep'}: cannot write in {ro}"), message
+    assert sweep_calls == [] and not os.path.exists(tmp_path / "w") and not os.path.exists(tmp_path / "o")
 
 
 @pytest.mark.parametrize("denominator, formula", [

@@ -3,6 +3,8 @@ import glob
 import json
 import os
 import re
+import signal
+import time
 
 import chex
 import jax
@@ -12,6 +14,7 @@ import pytest
 import helpers
 from helpers import max_rel_diff, run_steps, small_config
 from lars_jax import configs, train
+from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 def test_8_devices_equal_1_device():
     # Same BatchNorm groups on both (8 examples: one device's share), so the math is identical and
@@ -76,11 +79,14 @@ def test_cli_end_to_end_then_resume(tmp_path):
     assert "first step" in progress[0]  # with its time: loading the data and compiling
     assert max(map(len, console)) < 250
 
-    # The same command with a longer budget resumes at step 4 instead of starting over.
-    second = cli(tmp_path, "--config.schedule.total_steps=6", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=6")
+    # The same command with a longer budget, asked for deliberately, resumes at step 4 instead of
+    # starting over, and the change is recorded.
+    second = cli(tmp_path, "--config.schedule.total_steps=6", "--config.loop.checkpoint_every=2", "--config.loop.eval_every=6",
+                 "--allow_config_change=schedule.total_steps")
     assert second.returncode == 0, second.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed_from_step"] == 4 and results["final_step"] == 6
+    assert results["config_changes"] == [{"from_step": 4, "changes": {"schedule.total_steps": [4, 6]}}]
     assert "step 2/6" not in second.stderr and "step 6/6" in second.stderr
 
 
@@ -223,3 +229,31 @@ def test_noise_scale_tail_sums_only_its_own_window_across_resumes():
     resumed = loop.NoiseScaleTail(20, {"noise_scale_tail": part.progress()})
     resumed.add([step(s, 4.0) for s in (19, 20)])
     assert resumed.result()["steps"] == 4 and resumed.result()["grad_sq"] == 3.0 and resumed.result()["from_step"] == 17
+
+
+def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
+    def before(signum, frame):  # the handler installed before the loop; restored after it
+        pass
+
+    previous = signal.signal(signal.SIGINT, before)
+    try:
+        watch = train.PreemptionWatch()
+        try:
+            assert not watch(1)
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: a stop at the next step, with a checkpoint
+            assert watch(2) and watch.name == "SIGINT" and watch.exit_code == EXIT_INTERRUPTED
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+                time.sleep(1)
+        finally:
+            watch.close()
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    terminated = train.PreemptionWatch()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert terminated(1) and terminated.exit_code == EXIT_PREEMPTED
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeated preemption notice changes nothing
+    finally:
+        terminated.close()

@@ -1,6 +1,7 @@
 """Input pipelines: a registry of datasets behind three functions of the data config (config.data).
 
     info = get_info(cfg)                     # DatasetInfo; DataNotFoundError if the data is absent
+    check(cfg)                               # DataNotFoundError naming a damaged file, before training
     train_iterator(cfg, seed=s, local_batch_size=L, process_index=p, process_count=P, start_step=k)
         # infinite: {"image": float32 [L, H, W, C] normalised, "label": int32 [L]}
     eval_iterator(cfg, seed=s, local_batch_size=L, process_index=p, process_count=P)
@@ -19,7 +20,7 @@ from typing import Iterator
 from lars_jax.data import cifar10, fashion_mnist, imagenet, synthetic
 from lars_jax.data.base import OFFLINE_ENV, DataNotFoundError, Dataset, DatasetInfo
 
-__all__ = ["DATASETS", "DataNotFoundError", "DatasetInfo", "OFFLINE_ENV", "get_info",
+__all__ = ["DATASETS", "DataNotFoundError", "DatasetInfo", "OFFLINE_ENV", "get_info", "check",
            "train_iterator", "eval_iterator"]
 
 DATASETS: dict = {m.DATASET.name: m.DATASET for m in (fashion_mnist, cifar10, imagenet, synthetic)}
@@ -42,6 +43,14 @@ def _check(local_batch_size: int, process_index: int, process_count: int) -> Non
 def get_info(cfg) -> DatasetInfo:
     """Sizes and shapes of cfg.name; cheap once the data is prepared."""
     return _dataset(cfg).get_info(cfg)
+
+
+def check(cfg) -> None:
+    """Reads what a run of cfg will read, where that is cheap (the in-memory datasets' splits),
+    so that a damaged file fails before training, not at the first evaluation after it."""
+    entry = _dataset(cfg)
+    if hasattr(entry, "check"):
+        entry.check(cfg)
 
 
 def train_iterator(cfg, *, seed: int, local_batch_size: int, process_index: int = 0,

@@ -125,6 +125,11 @@ class TfdsInMemory:
         keep = slice(len(whole.labels) - held, None) if split == "validation" else slice(0, len(whole.labels) - held)
         return Split(images=whole.images[keep], labels=whole.labels[keep])
 
+    def check(self, cfg) -> None:
+        """Reads (and caches) every split a run reads: a damaged file fails here, before training."""
+        self._split(cfg, "train")
+        self._split(cfg, "eval")
+
     def train_iterator(self, cfg, *, seed, local_batch_size, process_index=0, process_count=1, start_step=0):
         return train_batches(self._split(cfg, "train"), self.preprocessing, seed=seed,
                              augment_images=cfg.augment, local_batch_size=local_batch_size,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import glob
 import os
+import re
 import socket
 import sys
 import urllib.parse
@@ -76,11 +78,31 @@ def prepare_or_raise(builder, how_to_get: str, *, url: str) -> None:
             f"({type(e).__name__}: {e}). {how_to_get}") from e
 
 
+def damaged(name: str, data_dir: str, split: str, e: Exception, *, info: bool) -> base.DataNotFoundError:
+    """The one-line error for a prepared dataset that cannot be read: names the file (its
+    dataset_info.json when `info`, else the split's records) and the command that prepares it again."""
+    found = sorted(glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")))
+    version_dir = os.path.dirname(found[-1]) if found else os.path.join(data_dir, name)
+    files = sorted(glob.glob(os.path.join(version_dir, f"{name}-{split}.tfrecord*")))
+    what = os.path.join(version_dir, "dataset_info.json") if info else ", ".join(files) or f"the {split} split"
+    detail = " ".join(re.sub(r"\{\{.*?\}\}", "", str(e)).split("[Op:")[0].split())[:200]
+    return base.DataNotFoundError(
+        f"the prepared {name} in {data_dir} is damaged: {what} cannot be read ({type(e).__name__}: {detail}); "
+        f"prepare it again: `rm -rf {version_dir}`, then rerun the same command")
+
+
 @functools.lru_cache(maxsize=4)
 def load_split(name: str, data_dir: str, split: str) -> in_memory.Split:
-    """A prepared tfds split, whole, as numpy (decoded once, then cached for this process)."""
+    """A prepared tfds split, whole, as numpy (decoded once, then cached for this process);
+    DataNotFoundError naming the damaged file if it cannot be read."""
     _, tfds = import_tfds()
-    builder = tfds.builder(name, data_dir=data_dir)
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - dataset_info.json / features.json unreadable
+        raise damaged(name, data_dir, split, e, info=True) from e
+    try:
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt records
+        raise damaged(name, data_dir, split, e, info=False) from e
     return in_memory.Split(images=np.ascontiguousarray(arrays["image"], dtype=np.uint8),
                            labels=np.asarray(arrays["label"], dtype=np.int32))

@@ -17,15 +17,21 @@ from lars_jax import loop
 from lars_jax.sweep.cells import apply_quick
 from lars_jax.sweep.report import RESULTS_JSON
 from lars_jax.sweep.run import run_sweep
-from lars_jax.errors import UserError
-from lars_jax.workdir import read_json
+from lars_jax.errors import EXIT_USAGE, UserError
+from lars_jax.workdir import check, read_json
 
 USAGE = ("usage: python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py "
          "--workdir runs/sweep_fashion_mnist [--out DIR] [--quick]")
 
 
+def _fail(message: str, code: int = EXIT_USAGE):
+    """One line on stderr and the exit code lars_jax.main would give (lars_jax.errors)."""
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.exit(code)
+
+
 def _usage_error(message: str):
-    sys.exit(f"{message} ({USAGE})")
+    _fail(f"{message} ({USAGE})")
 
 
 def define_flags() -> flags.FlagValues:
@@ -88,11 +94,18 @@ def main(argv=None) -> int:
         config.keys()
     except OSError as e:  # config_flags defers a missing file's error to the first read
         _usage_error(f"--config: {str(e).strip().splitlines()[-1].strip()}")
+    except Exception as e:  # noqa: BLE001 - anything else the sweep config file raised
+        _usage_error(f"--config: {type(e).__name__}: {e}")
     sweep = apply_quick(config) if fv.quick else config
     out = fv.out or fv.workdir
+    for flag, path in (("--workdir", fv.workdir), ("--out", out)):
+        try:
+            check(path)
+        except UserError as e:  # worded for --workdir
+            _fail(str(e).replace("--workdir", flag, 1), e.exit_code)
     refusal = quick_over_full_results(out) if fv.quick else None
     if refusal:
-        sys.exit(refusal)
+        _fail(refusal)
     if not flags.FLAGS.is_parsed():  # absl logging otherwise warns that it logs before flag parsing
         flags.FLAGS.mark_as_parsed()
     pylogging.getLogger().setLevel(pylogging.WARNING)
@@ -113,5 +126,5 @@ def main(argv=None) -> int:
     try:
         run_sweep(sweep, fv.workdir, fv.out, log=log)
     except UserError as e:
-        sys.exit(f"error: {' '.join(str(e).split())}")
+        _fail(str(e), e.exit_code)
     return 0
