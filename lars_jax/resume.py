@@ -25,6 +25,7 @@ MAY_CHANGE = {
     "name": "a label",
     "loop.stop_after_steps": "where this invocation stops; the schedule is the same",
     "loop.log_every": "what is logged",
+    "loop.log_every_seconds": "what is logged",
     "loop.layer_stats_every": "what is logged",
     "loop.eval_every": "when the same state is evaluated",
     "loop.eval_batch_size": "how an evaluation's sums are batched (each example counted once)",

@@ -127,3 +127,14 @@ def test_a_resume_on_another_device_count_keeps_the_math_or_is_refused(tmp_path)
     print(f"steps 5-8 on 2 devices vs 4: max relative param difference {diff:.2e}")
     # Same batches, same BatchNorm groups: only the order of the gradient sum over devices differs.
     assert diff < 1e-5
+
+
+def test_every_field_a_resume_may_change_is_a_config_field_that_changes_no_number():
+    from lars_jax import configs, resume
+
+    fields = resume.flatten(configs.get_base_config().to_dict())
+    assert set(resume.MAY_CHANGE) <= set(fields), sorted(set(resume.MAY_CHANGE) - set(fields))
+    # what the math reads stays out: the data, the model, the optimizer, the schedule, the loss
+    assert not [f for f in resume.MAY_CHANGE if f.split(".")[0] in ("data", "model", "optimizer", "schedule",
+                                                                      "loss", "seed", "global_batch_size")]
+    assert "loop.log_every_seconds" in resume.MAY_CHANGE  # console lines by time: what is logged
