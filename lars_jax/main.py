@@ -145,9 +145,10 @@ def _hide_closed_event_loop(hook):
     return unraisablehook
 
 
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
+def train_with_flags(config: ml_collections.ConfigDict) -> dict:
+    """train.train_and_evaluate(config, --workdir) as the flags ask (quiet libraries unless
+    --verbose, jax.distributed for multi-host, the workdir lock and resume flags); a UserError
+    becomes one line on stderr and its exit code."""
     if not _verbose(sys.argv):
         logging.get_absl_handler().addFilter(QuietLibraries())
         sys.unraisablehook = _hide_closed_event_loop(sys.unraisablehook)
@@ -161,12 +162,18 @@ def main(argv):
                                        heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
         from lars_jax import train
 
-        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_changes=FLAGS.allow_config_change,
-                                           wait_for_workdir=FLAGS.wait_for_workdir)
+        return train.train_and_evaluate(config, FLAGS.workdir, allow_changes=FLAGS.allow_config_change,
+                                        wait_for_workdir=FLAGS.wait_for_workdir)
     except UserError as e:
         if FLAGS.verbose:
             raise
         _fail(" ".join(str(e).split()), e.exit_code)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
+    results = train_with_flags(FLAGS.config)
     accuracy = results.get("test_accuracy")
     logging.info("Done at step %d of %d%s; %s", results["final_step"], results["total_steps"],
                  f", test accuracy {accuracy:.4f}" if accuracy is not None else "",

@@ -51,6 +51,8 @@ SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_
         "--workdir runs/sweep_fashion_mnist --out benchmarks/results/sweep_fashion_mnist"
 CNN_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_cnn_batch.py " \
             "--workdir runs/sweep_fashion_mnist_cnn --out benchmarks/results/sweep_fashion_mnist_cnn"
+REGIME_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_regime.py " \
+               "--workdir runs/sweep_fashion_mnist_regime --out benchmarks/results/sweep_fashion_mnist_regime"
 RETRY_LOOP = ("while true; do\n"
               f".venv/bin/python -m lars_jax.main {FM} --workdir runs/fm; rc=$?\n"
               "[ $rc -eq 75 ] || break\ndone\nexit $rc")
@@ -65,6 +67,10 @@ COMMANDS = {
     ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_batch.py --workdir runs/sweep_quick "
     "--quick": Run(expect="wrote"),
     CNN_SWEEP: Run(("--quick",), "wrote"),
+    REGIME_SWEEP: Skip("fashion_mnist_batch.py's --quick runs the same code; tests/test_sweep.py and "
+                       "tests/test_batch_size.py read this config and its recorded results"),
+    ".venv/bin/python -m lars_jax.batch_size --config experiments/fashion_mnist.py --workdir runs/batch_size_fm "
+    "--batch_size 256": Run(("--steps", "20", "--config.loop.eval_batch_size=2000"), "wrote"),
     ".venv/bin/jupyter lab notebooks/": Run(instead=".venv/bin/jupyter lab --version", expect="4.",
                                             reason="an interactive server: check that JupyterLab is installed"),
     ".venv/bin/python notebooks/run.py notebooks/quickstart.ipynb":

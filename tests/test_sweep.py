@@ -332,4 +332,8 @@ def test_steps_to_target_knee_and_thirds():
     assert cb.knee(rows[:2]) is None
     diverged = [rows[0], rows[1], {"batch_size": 4096, "mean_validation_accuracy": None}]
     assert cb.knee(diverged) == 4096  # a batch that diverged lost more than a point
+    assert cb.largest_within(rows) == 1024 and cb.largest_within(rows[:2]) == 1024
+    assert cb.largest_within(rows[:1]) == 256 and cb.largest_within(diverged) == 1024
+    # 16k back within a point after 4k fell out: the knee stands, the largest within is below it
+    assert cb.largest_within(rows[:3] + [{"batch_size": 16384, "mean_validation_accuracy": 0.899}]) == 1024
     assert cb.thirds([(i, float(i)) for i in range(9)]) == [1.0, 4.0, 7.0]

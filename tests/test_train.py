@@ -222,7 +222,8 @@ def test_noise_scale_tail_sums_only_its_own_window_across_resumes():
     # The same run continued to 20 (tail: steps 17-20): step 9-10's sums belong to no part of it.
     longer = loop.NoiseScaleTail(20, {"noise_scale_tail": first.progress()})
     longer.add([step(s, 2.0) for s in range(11, 21)])
-    assert longer.result() == {"b_simple": 10.0, "grad_sq": 2.0, "trace_sigma": 20.0, "steps": 4, "from_step": 17}
+    assert longer.result() == {"b_simple": 10.0, "b_simple_interval": [10.0, 10.0], "grad_sq": 2.0,
+                               "trace_sigma": 20.0, "steps": 4, "from_step": 17}
     # Resumed inside its own window (checkpoint at 18): the saved sums carry on.
     part = loop.NoiseScaleTail(20)
     part.add([step(s, 2.0) for s in range(1, 19)])

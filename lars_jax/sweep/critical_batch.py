@@ -92,6 +92,16 @@ def knee(rows: list[dict], points: float = 0.01) -> int | None:
                  if r["mean_validation_accuracy"] is None or r["mean_validation_accuracy"] < base - points), None)
 
 
+def largest_within(rows: list[dict], points: float = 0.01) -> int | None:
+    """The largest batch below the knee: the largest one that, like every smaller one, stays within
+    `points` of the smallest batch's mean validation accuracy (None without a smallest batch)."""
+    rows = sorted(rows, key=lambda r: r["batch_size"])
+    if not rows or rows[0]["mean_validation_accuracy"] is None:
+        return None
+    first_below = knee(rows, points)
+    return max(r["batch_size"] for r in rows if first_below is None or r["batch_size"] < first_below)
+
+
 def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
     """The sweep's test of the noise-scale prediction, per optimizer: B_simple over training of its
     smallest-batch run (first seed, selected LR), B_crit fitted to the steps each batch needed to
@@ -112,7 +122,7 @@ def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
         entry = {"label": sweep.optimizers[opt].label, "target_train_loss": target,
                  "steps_to_target": {str(b): s for b, s in reached},
                  "not_reached": {str(c["batch_size"]): c["final_step"] for c, s in steps if s is None},
-                 "knee_batch": knee(rows),
+                 "knee_batch": knee(rows), "largest_within_1_point": largest_within(rows),
                  "b_simple_batch": smallest["batch_size"],
                  "b_simple_thirds": thirds(smallest.get("b_simple_curve") or []),
                  "b_simple_last_20pct": (smallest.get("noise_scale") or {}).get("b_simple")}

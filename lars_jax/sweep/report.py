@@ -114,6 +114,12 @@ def _num(x) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:,.0f}"
 
 
+def _largest_text(batch, b_simple_mid) -> str:
+    if batch is None:
+        return ""
+    return f"{batch:,}" + (f" ({batch / b_simple_mid:.1f}x)" if b_simple_mid else "")
+
+
 def _prediction_lines(pred: dict) -> list[str]:
     """The noise-scale prediction against the sweep: B_simple, B_crit fitted, the observed knee."""
     if not pred:
@@ -121,7 +127,8 @@ def _prediction_lines(pred: dict) -> list[str]:
     lines = ["## How large can the batch be? B_simple, B_crit and the knee", "",
              "| optimizer | B_simple at batch b (early / mid / late third; last 20%) | B_crit fitted "
              "(S_min, E_min; points, rel. RMS) | train-loss target | steps to it per batch | knee: first batch "
-             "> 1 point below the smallest (validation) |", "|---|---|---|---|---|---|"]
+             "> 1 point below the smallest (validation) | largest batch within 1 point (B / mid B_simple) |",
+             "|---|---|---|---|---|---|---|"]
     for entry in pred.values():
         early, mid, late = entry["b_simple_thirds"]
         fit = entry.get("fit") or {}
@@ -141,7 +148,8 @@ def _prediction_lines(pred: dict) -> list[str]:
         lines.append(f"| {entry['label']} | b = {entry['b_simple_batch']:,}: {_num(early)} / {_num(mid)} / "
                      f"{_num(late)}; {last} | {fitted} | "
                      f"{'' if target is None else format(target, '.3f')} | {steps} | "
-                     f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} |")
+                     f"{'none' if entry['knee_batch'] is None else format(entry['knee_batch'], ',')} | "
+                     f"{_largest_text(entry.get('largest_within_1_point'), mid)} |")
     return lines + ["", "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), in examples (with BatchNorm: "
                         "per-group noise scale x group size). B_crit from S(B) = S_min + E_min / B fitted to the "
                         "steps each batch's run (first seed, chosen LR) needed to reach the target: the lowest "
