@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--workdir", default=os.path.join("runs", "calibrate_batch_size"),
                    help="one measuring run per optimizer and sweep in a subdirectory (rerun: read back)")
-    p.add_argument("--out", default=default_out("batch_size_calibration.json"))
+    p.add_argument("--out", default=default_out("batch_size_calibration.json"),
+                   help="JSON file to write (default: %(default)s; recording takes an explicit "
+                        "--out benchmarks/results/batch_size_calibration.json)")
     args = p.parse_args(argv)
 
     def load(sweep_path, results_dir):
