@@ -9,11 +9,20 @@ import glob
 import os
 from typing import Callable, Iterator
 
+import numpy as np
+
 from lars_jax.errors import ConfigError, DataNotFoundError
 
 # Set LARS_JAX_OFFLINE=1 to forbid every download attempt (tests, air-gapped hosts): absent data
 # then raises DataNotFoundError at once instead of waiting for a network error.
 OFFLINE_ENV = "LARS_JAX_OFFLINE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A whole split in memory."""
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int32 [N]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,14 +12,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lars_jax.data import augment, base, indexing
+from lars_jax.data import augment, base, indexing, tfds_util
+from lars_jax.data.base import Split
 from lars_jax.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # uint8 [N, H, W, C]
-    labels: np.ndarray  # int32 [N]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +112,6 @@ class TfdsInMemory:
 
     def _split(self, cfg, split: str) -> Split:
         """"train" (without the held-out examples), "validation" (them) or "eval" (the test split)."""
-        from lars_jax.data import tfds_util
         held = self._held_out(cfg)
         if split == "eval":
             return tfds_util.load_split(self.name, self.prepare(cfg), self.eval_split)

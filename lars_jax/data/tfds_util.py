@@ -12,7 +12,7 @@ import urllib.parse
 import numpy as np
 
 import lars_jax
-from lars_jax.data import base, in_memory
+from lars_jax.data import base
 
 
 def import_tfds():
@@ -92,7 +92,7 @@ def damaged(name: str, data_dir: str, split: str, e: Exception, *, info: bool) -
 
 
 @functools.lru_cache(maxsize=4)
-def load_split(name: str, data_dir: str, split: str) -> in_memory.Split:
+def load_split(name: str, data_dir: str, split: str) -> base.Split:
     """A prepared tfds split, whole, as numpy (decoded once, then cached for this process);
     DataNotFoundError naming the damaged file if it cannot be read."""
     _, tfds = import_tfds()
@@ -104,5 +104,5 @@ def load_split(name: str, data_dir: str, split: str) -> in_memory.Split:
         arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
     except Exception as e:  # noqa: BLE001 - truncated or corrupt records
         raise damaged(name, data_dir, split, e, info=False) from e
-    return in_memory.Split(images=np.ascontiguousarray(arrays["image"], dtype=np.uint8),
-                           labels=np.asarray(arrays["label"], dtype=np.int32))
+    return base.Split(images=np.ascontiguousarray(arrays["image"], dtype=np.uint8),
+                      labels=np.asarray(arrays["label"], dtype=np.int32))

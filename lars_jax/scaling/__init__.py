@@ -18,10 +18,11 @@ imported to recompute FLOPs for a model not in the table, matplotlib only to dra
 from lars_jax.scaling.cli import main
 from lars_jax.scaling.devices import DEVICES, DEVICES_JSON, Device, load_devices
 from lars_jax.scaling.measured import MEASURED_GPU_JSON, measured_throughput
-from lars_jax.scaling.model import (ALGORITHMS, BACKWARD_FACTOR, BYTES_PER_VALUE, IMAGENET_TRAIN, Prediction,
+from lars_jax.scaling.model import (ALGORITHMS, IMAGENET_TRAIN, Prediction,
                                     allreduce_time, fit_efficiency, hierarchical_allreduce_time, iteration_time,
                                     iterations, predict, ring_allreduce_time, solve, tree_allreduce_time)
-from lars_jax.scaling.nets import MODEL_FLOPS_JSON, ModelFacts, builtin_models, compute_model_facts, load_models
+from lars_jax.scaling.nets import (BACKWARD_FACTOR, BYTES_PER_VALUE, MODEL_FLOPS_JSON, ModelFacts, builtin_models,
+                                   compute_model_facts, load_models)
 from lars_jax.scaling.paper import (PAPER, PAPER_IMAGENET_TRAIN, cost_comparison, five_second_bound,
                                     knl_efficiency, paper_checks, table1)
 from lars_jax.scaling.figure import plot

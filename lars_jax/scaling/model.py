@@ -17,13 +17,12 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Callable
 
+from lars_jax.scaling.nets import BACKWARD_FACTOR, ModelFacts
+
 if TYPE_CHECKING:
     from lars_jax.scaling.devices import Device
-    from lars_jax.scaling.nets import ModelFacts
 
 IMAGENET_TRAIN = 1_281_167  # ILSVRC-2012 train images
-BACKWARD_FACTOR = 3.0  # training FLOPs = 3 x forward (backward ~ 2 x forward: e.g. Kaplan et al., arXiv 2001.08361)
-BYTES_PER_VALUE = {"float32": 4, "bfloat16": 2, "float16": 2}
 ALGORITHMS = ("ring", "tree", "hierarchical")
 
 

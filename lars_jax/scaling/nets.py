@@ -10,8 +10,8 @@ import json
 import os
 from typing import Sequence
 
-from lars_jax.scaling.model import BACKWARD_FACTOR, BYTES_PER_VALUE
-
+BACKWARD_FACTOR = 3.0  # training FLOPs = 3 x forward (backward ~ 2 x forward: e.g. Kaplan et al., arXiv 2001.08361)
+BYTES_PER_VALUE = {"float32": 4, "bfloat16": 2, "float16": 2}
 MODEL_FLOPS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "model_flops.json")
 
 

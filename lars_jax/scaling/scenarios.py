@@ -5,8 +5,8 @@ import dataclasses
 from typing import Sequence
 
 from lars_jax.scaling.devices import DEVICES, Device
-from lars_jax.scaling.model import BACKWARD_FACTOR, IMAGENET_TRAIN, predict
-from lars_jax.scaling.nets import ModelFacts, load_models
+from lars_jax.scaling.model import IMAGENET_TRAIN, predict
+from lars_jax.scaling.nets import BACKWARD_FACTOR, ModelFacts, load_models
 from lars_jax.scaling.paper import PAPER_IMAGENET_TRAIN, knl_efficiency, paper_checks, table1
 
 
