@@ -17,21 +17,21 @@ from lars_jax.errors import OutputError, WorkdirError
 RESULTS = "results.json"
 
 
-def check(workdir: str | None) -> str:
-    """Its absolute path; WorkdirError (a command-line mistake) unless it names a directory that
-    exists or can be made, and that this process can write. Creates nothing."""
+def check(workdir: str | None, flag: str = "--workdir") -> str:
+    """Its absolute path; WorkdirError (a command-line mistake, naming `flag`) unless it names a
+    directory that exists or can be made, and that this process can write. Creates nothing."""
     if not (workdir or "").strip():
-        raise WorkdirError("--workdir is empty: name the run's directory, e.g. --workdir runs/fashion_mnist")
+        raise WorkdirError(f"{flag} is empty: name the run's directory, e.g. {flag} runs/fashion_mnist")
     path = os.path.abspath(workdir)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise WorkdirError(f"--workdir {workdir}: exists and is not a directory; choose another --workdir")
+        raise WorkdirError(f"{flag} {workdir}: exists and is not a directory; choose another {flag}")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise WorkdirError(f"--workdir {workdir}: {existing} is not a directory; choose another --workdir")
+        raise WorkdirError(f"{flag} {workdir}: {existing} is not a directory; choose another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise WorkdirError(f"--workdir {workdir}: cannot write in {existing}; choose a directory you can write, "
+        raise WorkdirError(f"{flag} {workdir}: cannot write in {existing}; choose a directory you can write, "
                            f"or fix its permissions")
     return path
 

@@ -172,6 +172,16 @@ def test_an_unwritable_workdir_or_out_is_one_line_before_anything_runs(tmp_path,
     assert sweep_calls == [] and not os.path.exists(tmp_path / "w") and not os.path.exists(tmp_path / "o")
 
 
+@pytest.mark.parametrize("flag", ["--workdir", "--out"])
+def test_a_path_under_a_file_is_one_line_naming_its_own_flag(tmp_path, flag, sweep_calls, capsys):
+    (tmp_path / "a_file").write_text("")
+    dirs = {"--workdir": str(tmp_path / "w"), "--out": str(tmp_path / "o"), flag: str(tmp_path / "a_file" / "sweep")}
+    message = one_line_exit(capsys, ["sweep", "--config", SWEEP_CONFIG, *(x for kv in dirs.items() for x in kv)])
+    assert message.startswith(f"{flag} {tmp_path / 'a_file' / 'sweep'}: ") and message.endswith(f"choose another {flag}")
+    other = "--out" if flag == "--workdir" else "--workdir"
+    assert other not in message and sweep_calls == [], message
+
+
 @pytest.mark.parametrize("denominator, formula", [
     ("paper", "eta*||w|| / (||g|| + beta*||w||)"),  # lars_jax.optim.lars, DESIGN.md
     ("optax", "eta*||w|| / (||g + beta*w||)"),  # the same as optax.lars

@@ -100,9 +100,9 @@ def main(argv=None) -> int:
     out = fv.out or fv.workdir
     for flag, path in (("--workdir", fv.workdir), ("--out", out)):
         try:
-            check(path)
-        except UserError as e:  # worded for --workdir
-            _fail(str(e).replace("--workdir", flag, 1), e.exit_code)
+            check(path, flag)
+        except UserError as e:
+            _fail(str(e), e.exit_code)
     refusal = quick_over_full_results(out) if fv.quick else None
     if refusal:
         _fail(refusal)
