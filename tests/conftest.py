@@ -1,11 +1,20 @@
 """Test setup: 8 fake CPU devices (set before JAX initialises its backend) and seeded randomness."""
+import atexit
 import os
+import shutil
+import tempfile
 import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+
+# One persistent compilation cache for the session, read by this process and inherited by every
+# `python -m lars_jax.main` subprocess: a step that many tests build (the same program) compiles once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lars_jax_test_jit_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
