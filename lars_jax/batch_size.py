@@ -45,18 +45,18 @@ CALIBRATION = {
         "sgd_goyal": {
             "label": "SGD + linear scaling + warmup", "largest_within_1_point": 4096,
             "first_batch_over_1_point": 8192, "lr_multiplier": 1.0,
-            "b_simple": 601.9404119359523,
-            "b_simple_interval": [483.76805081649564, 720.1127730554089]},
+            "b_simple": 616.369689266182,
+            "b_simple_interval": [504.85307554736283, 727.8863029850016]},
         "lars": {
             "label": "LARS", "largest_within_1_point": 8192,
             "first_batch_over_1_point": None, "lr_multiplier": 1.0,
-            "b_simple": 205.11348289752812,
-            "b_simple_interval": [172.50371624307198, 237.7232495519843]},
+            "b_simple": 206.70358306589054,
+            "b_simple_interval": [179.03560049013566, 234.37156564164553]},
         "nesterov": {
             "label": "Nesterov", "largest_within_1_point": 8192,
             "first_batch_over_1_point": None, "lr_multiplier": 2.0,
-            "b_simple": 612.9782491090456,
-            "b_simple_interval": [514.4796830153389, 711.4768152027523]},
+            "b_simple": 577.6786585979091,
+            "b_simple_interval": [478.39709423639, 676.9602229594283]},
     },
 }
 
