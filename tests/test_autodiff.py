@@ -45,7 +45,9 @@ SHAPES = {
     "alexnet": (2, 8, 8, 3),
     "alexnet_bn": (2, 8, 8, 3),
 }
-SLOW = {"alexnet", "alexnet_bn"}  # 60M parameters
+# The quick tier (-m "not slow") keeps small_cnn and mlp: conv.py's patches, matmul-transposed and
+# pool paths, and a net without conv. AlexNets: 60M parameters.
+SLOW = {"resnet18", "bottleneck", "resnet20", "alexnet", "alexnet_bn"}
 NAMES = [pytest.param(n, marks=slow) if n in SLOW else n for n in SHAPES]
 
 

@@ -249,7 +249,8 @@ def test_max_pool_other_windows_fall_back_to_flax(window, strides):
 
 # ------------------------------------------------------------------------------------- models
 @pytest.mark.parametrize("name,shape", [("small_cnn", (8, 28, 28, 1)), ("resnet20", (4, 32, 32, 3)),
-                                        ("resnet18", (2, 32, 32, 3))])  # the stem's overlapping pool
+                                        # the stem's overlapping pool
+                                        pytest.param("resnet18", (2, 32, 32, 3), marks=pytest.mark.slow)])
 def test_models_train_gradients_match_plain_lax(name, shape, monkeypatch):
     """The models with these ops against the same models with lax's conv and flax's pool."""
     model = create_model(name, num_classes=10)

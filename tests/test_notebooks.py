@@ -60,7 +60,8 @@ def test_notebook_is_valid_with_cell_ids_and_its_source_parameter_on_top(name):
     assert all(line.startswith("    ") for line in setup.splitlines() if line.lstrip().startswith("!"))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n != "scaling.ipynb" else n
+                                  for n in NOTEBOOKS])  # the two that train: beyond the quick tier
 def test_notebook_runs_headless_and_shows_its_result(name, tmp_path):
     proc = subprocess.run([sys.executable, RUNNER, os.path.join("notebooks", name), "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600, env=_environment())

@@ -232,6 +232,7 @@ def test_cell_progress_lines_only_after_a_quiet_interval():
     assert not progress.filter(line(loop.__file__))
 
 
+@pytest.mark.slow  # a whole (quick) sweep
 def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
     workdir, out = tmp_path / "sweep", tmp_path / "out"
     # An interval of 1 ns: every cell's progress lines reach the console (normally one per 15 quiet seconds).

@@ -163,6 +163,7 @@ def test_every_requested_layer_statistic_reaches_tensorboard_whatever_the_consol
         assert noise["b_simple"] is None
 
 
+@pytest.mark.slow  # a CLI run
 def test_one_device_says_the_noise_scale_is_not_measured(tmp_path):
     proc = helpers.run(tmp_path, "--config.schedule.total_steps=2", "--config.loop.eval_every=2", devices=1,
                        timeout=240)
