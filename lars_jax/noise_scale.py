@@ -131,3 +131,17 @@ def b_simple(state: EmaState) -> jax.Array:
     grad_sq, trace_sigma = ema_values(state)
     ok = (grad_sq > 0) & (trace_sigma >= 0)
     return jnp.where(ok, trace_sigma / jnp.where(ok, grad_sq, 1), jnp.nan)
+
+
+def step_update(state: EmaState, small_sq_norm, big_sq_norm, b_small, b_big, decay) -> tuple[EmaState, dict]:
+    """One train step's part: `estimate` from its two squared norms, then `ema_update` with `decay`.
+
+    Returns (the new state, metrics of scalars): this step's estimates grad_sq and trace_sigma, and
+    the state's bias-corrected averages avg_grad_sq, avg_trace_sigma and b_simple. b_small < b_big:
+    as in `estimate`, in examples or BN groups.
+    """
+    grad_sq, trace_sigma = estimate(small_sq_norm, big_sq_norm, b_small, b_big)
+    state = ema_update(state, grad_sq, trace_sigma, decay)
+    avg_grad_sq, avg_trace_sigma = ema_values(state)
+    return state, {"grad_sq": grad_sq, "trace_sigma": trace_sigma, "avg_grad_sq": avg_grad_sq,
+                   "avg_trace_sigma": avg_trace_sigma, "b_simple": b_simple(state)}

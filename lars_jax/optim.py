@@ -213,6 +213,12 @@ def layer_stats(params, grads, *, weight_decay: float = 0.0, trust_coefficient: 
     return LayerStats(w_norm, g_norm, ratios)
 
 
+def layer_stats_fn(**kwargs) -> Callable[[Any, Any], dict[str, jax.Array]]:
+    """(params, grads) -> flatten_layer_stats(layer_stats(params, grads, **kwargs)): the per-layer
+    diagnostics a train step logs (steps.make_train_step's `layer_stats`), float32 scalars."""
+    return lambda params, grads: flatten_layer_stats(layer_stats(params, grads, **kwargs))
+
+
 def flatten_layer_stats(stats: LayerStats) -> dict[str, float]:
     """{'trust_ratio/conv1/kernel': ..., 'w_norm/...': ..., 'g_norm/...': ...} for metric writers."""
     out = {}

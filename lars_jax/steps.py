@@ -7,6 +7,7 @@ an explicit argument, so it runs with the core install (jax, flax, optax) alone.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lars_jax import noise_scale, optim, parallel
+from lars_jax import noise_scale, parallel
 
 
 @flax.struct.dataclass
@@ -64,84 +65,80 @@ def noise_scale_measurable(mesh, microbatches: int) -> bool:
     return parallel.data_size(mesh) > 1 or microbatches > 1
 
 
+def _loss(model, num_classes: int, label_smoothing: float, params, batch_stats, images, labels, dropout_key):
+    """Mean loss of one piece (images [b, H, W, C], labels [b]) and (its BN statistics, its count
+    of correct answers)."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_key})
+    loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+    return loss, (updates.get("batch_stats", {}), correct)
+
+
+def _piece_grads(grad_fn, measure: bool, params, batch_stats, images, labels, key):
+    """One piece's (grads, BN statistics, loss, correct, |grads|^2: 0 when not `measure`)."""
+    (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
+    with jax.named_scope(NOISE_SCALE_SCOPE):
+        small_sq = noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
+    return grads, stats, loss, correct, small_sq
+
+
+def _add_piece(piece, key, carry, xs):
+    """lax.scan body: carry + piece i's sums; xs = (i, images [b/k, ...], labels [b/k])."""
+    i, images, labels = xs
+    return jax.tree.map(jnp.add, carry, piece(images, labels, jax.random.fold_in(key, i))), None
+
+
+def device_grads(grad_fn, microbatches: int, unroll: bool, measure: bool, params, batch_stats, images, labels,
+                 key):
+    """On one device, under shard_map: its rows [b, ...] -> (gradient, BN statistics, loss, small
+    |g|^2) averaged over the k pieces and then over devices (the pmean), and the global count of
+    correct answers. grad_fn: value_and_grad of `_loss` over params."""
+    axis, k = parallel.DATA_AXIS, microbatches
+    key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+    piece = functools.partial(_piece_grads, grad_fn, measure, params, batch_stats)
+    if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
+        grads, stats, loss, correct, small_sq = piece(images, labels, key)
+    else:
+        zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
+                                              jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)))
+        mb = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])  # noqa: E731
+        (grads, stats, loss, correct, small_sq), _ = jax.lax.scan(
+            functools.partial(_add_piece, piece, key), zeros, (jnp.arange(k), mb(images), mb(labels)), unroll=unroll)
+    # check_vma=False: grad of the local loss is this device's gradient alone (with
+    # check_vma=True JAX would already sum replicated params' cotangents over devices).
+    grads, stats, loss, small_sq = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss, small_sq)), axis)
+    return grads, stats, loss, jax.lax.psum(correct, axis), small_sq
+
+
 def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int, mesh=None,
                     microbatches: int = 1, unroll: bool | None = None, label_smoothing: float = 0.0,
-                    schedule: Callable | None = None, layer_stats_every: int = 0,
-                    layer_stats_kwargs: dict | None = None, noise_scale_decay: float | None = None) -> Callable:
+                    schedule: Callable | None = None, layer_stats: Callable | None = None, layer_stats_every: int = 0,
+                    noise_scale_decay: float | None = None) -> Callable:
     """(state, batch) -> (state, metrics); batch {"image": [B, H, W, C], "label": [B]} global arrays.
 
     mesh: a lars_jax.parallel mesh (None: one device). microbatches = k cuts each device's rows
     into k contiguous pieces whose gradients and BatchNorm statistics a lax.scan averages before
     the all-reduce and the one optimizer update; unroll: that scan's (None: default_unroll()).
     metrics: loss, accuracy (train batch, means), grad_norm, param_norm, learning_rate (when
-    `schedule` is given) and, every `layer_stats_every` steps (0: never), per-tensor LARS
-    diagnostics under "layers" (optim.layer_stats with `layer_stats_kwargs`; zeros on other steps).
+    `schedule` is given) and, every `layer_stats_every` steps (0: never), "layers":
+    layer_stats(params, grads), a flat dict of scalars (e.g. optim.layer_stats_fn; zeros on other steps).
 
-    noise_scale_decay: when set (and noise_scale_measurable), the gradient noise scale of
-    lars_jax.noise_scale from the step's two batch sizes: B_small = one microbatch when
-    microbatches > 1, else one device's rows, whose squared gradient norms are averaged over
-    pieces and devices (a scalar psum), and B_big = the global batch. metrics["noise_scale"]
-    holds this step's estimates (grad_sq, trace_sigma) and the state's bias-corrected averages
-    (EMA with this decay: avg_grad_sq, avg_trace_sigma, b_simple). Counted in examples: with
-    BatchNorm, a group of g examples is the independent unit (module doc of noise_scale).
+    noise_scale_decay: when set (and noise_scale_measurable), metrics["noise_scale"] holds
+    noise_scale.step_update's estimates and averages from the step's two batch sizes: B_small =
+    one microbatch when microbatches > 1, else one device's rows, whose squared gradient norms are
+    averaged over pieces and devices (a scalar psum), and B_big = the global batch. Counted in
+    examples: with BatchNorm, a group of g examples is the independent unit (module doc of noise_scale).
     """
     mesh = mesh or parallel.make_mesh(jax.devices()[:1])
-    axis = parallel.DATA_AXIS
-    k = microbatches
-    unroll = default_unroll() if unroll is None else unroll
+    axis, k = parallel.DATA_AXIS, microbatches
     measure = noise_scale_decay is not None and noise_scale_measurable(mesh, k)
-
-    def loss_fn(params, batch_stats, images, labels, dropout_key):
-        variables = {"params": params, "batch_stats": batch_stats}
-        logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": dropout_key})
-        loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
-        correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        return loss, (updates.get("batch_stats", {}), correct)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    @jax.named_scope(NOISE_SCALE_SCOPE)
-    def small_sq_norm(grads):
-        return noise_scale.sq_norm(grads) if measure else jnp.zeros((), jnp.float32)
-
-    def device_grads(params, batch_stats, images, labels, key):
-        """On one device: its rows [b, ...] -> gradient, BN statistics, loss averaged over the
-        k pieces and then over devices (the pmean), and the global count of correct answers."""
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis))
-        mb = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])  # noqa: E731
-
-        def body(carry, xs):
-            i, imgs, labs = xs
-            (loss, (stats, correct)), grads = grad_fn(params, batch_stats, imgs, labs, jax.random.fold_in(key, i))
-            small_sq = small_sq_norm(grads)
-            return jax.tree.map(jnp.add, carry, (grads, stats, loss, correct, small_sq)), None
-
-        if k == 1:  # no loop at all: XLA compiles a plain step, with nothing to unroll or carry
-            (loss, (stats, correct)), grads = grad_fn(params, batch_stats, images, labels, key)
-            small_sq = small_sq_norm(grads)
-        else:
-            zeros = jax.tree.map(jnp.zeros_like, (params, batch_stats, jnp.zeros((), jnp.float32),
-                                                  jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)))
-            (grads, stats, loss, correct, small_sq), _ = jax.lax.scan(
-                body, zeros, (jnp.arange(k), mb(images), mb(labels)), unroll=unroll)
-        # check_vma=False: grad of the local loss is this device's gradient alone (with
-        # check_vma=True JAX would already sum replicated params' cotangents over devices).
-        grads, stats, loss, small_sq = jax.lax.pmean(jax.tree.map(lambda x: x / k, (grads, stats, loss, small_sq)),
-                                                     axis)
-        return grads, stats, loss, jax.lax.psum(correct, axis), small_sq
-
+    grad_fn = jax.value_and_grad(functools.partial(_loss, model, num_classes, label_smoothing), has_aux=True)
+    per_device = functools.partial(device_grads, grad_fn, k, default_unroll() if unroll is None else unroll, measure)
     # Manual over `data` only: a `model` axis stays automatic, so split kernels remain split.
-    sharded_grads = jax.shard_map(device_grads, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
+    sharded_grads = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
                                   out_specs=P(), axis_names={axis}, check_vma=False)
-
-    @jax.named_scope(NOISE_SCALE_SCOPE)
-    def noise_scale_update(averages, small_sq, big_sq, b_big):
-        grad_sq, trace = noise_scale.estimate(small_sq, big_sq, b_big // (parallel.data_size(mesh) * k), b_big)
-        averages = noise_scale.ema_update(averages, grad_sq, trace, noise_scale_decay)
-        avg_grad_sq, avg_trace = noise_scale.ema_values(averages)
-        return averages, {"grad_sq": grad_sq, "trace_sigma": trace, "avg_grad_sq": avg_grad_sq,
-                          "avg_trace_sigma": avg_trace, "b_simple": noise_scale.b_simple(averages)}
 
     def train_step(state: TrainState, batch):
         images, labels = batch["image"], batch["label"]
@@ -155,19 +152,19 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
         metrics = {"loss": loss, "accuracy": correct / labels.shape[0], "grad_norm": jnp.sqrt(big_sq),
                    # the loss is computed before the update: this catches a step that broke the params
                    "param_norm": optax.global_norm(params)}
-        averages = state.noise_scale
+        averages, b_big = state.noise_scale, labels.shape[0]
         if measure:
-            averages, metrics["noise_scale"] = noise_scale_update(averages, small_sq, big_sq, labels.shape[0])
+            with jax.named_scope(NOISE_SCALE_SCOPE):
+                averages, metrics["noise_scale"] = noise_scale.step_update(
+                    averages, small_sq, big_sq, b_big // (parallel.data_size(mesh) * k), b_big, noise_scale_decay)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
-        if layer_stats_every:  # computed only on the steps that log them; zeros otherwise
-            stats = lambda: optim.flatten_layer_stats(  # noqa: E731
-                optim.layer_stats(state.params, grads, **(layer_stats_kwargs or {})))
+        if layer_stats is not None and layer_stats_every:  # only on the steps that log them; zeros otherwise
+            stats = functools.partial(layer_stats, state.params, grads)
             skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(stats))  # noqa: E731
             metrics["layers"] = jax.lax.cond((state.step + 1) % layer_stats_every == 0, stats, skip)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-                                  noise_scale=averages)
-        return new_state, metrics
+        return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                             noise_scale=averages), metrics
 
     return train_step
 

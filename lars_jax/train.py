@@ -191,8 +191,8 @@ class Trainer:
             self.model, self.tx, num_classes=self.info.num_classes, mesh=self.mesh,
             microbatches=config.mesh.microbatches, unroll=config.mesh.microbatch_unroll,
             label_smoothing=config.loss.label_smoothing, schedule=self.schedule,
-            layer_stats_every=config.loop.layer_stats_every, layer_stats_kwargs=layer_stats_kwargs(config),
-            noise_scale_decay=config.loop.noise_scale_decay)
+            layer_stats=optim.layer_stats_fn(**layer_stats_kwargs(config)),
+            layer_stats_every=config.loop.layer_stats_every, noise_scale_decay=config.loop.noise_scale_decay)
         self.measures_noise_scale = (config.loop.noise_scale_decay is not None
                                      and steps.noise_scale_measurable(self.mesh, config.mesh.microbatches))
         self.compiler_options = parallel.compiler_options() if compiler_options is None else compiler_options
