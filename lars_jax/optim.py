@@ -87,20 +87,16 @@ def _layerwise(scale_leaf: Callable[[Any, Any], Any], exclude: Exclude) -> optax
     `update` needs `params`.
     """
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        if params is None:
+    def one(u, w):
+        if w is None:
             raise ValueError("the layer-wise trust ratio needs params: call tx.update(grads, state, params)")
+        return scale_leaf(u, w).astype(u.dtype)
 
-        def one(u, w, skip):
-            return u if skip else scale_leaf(u, w).astype(u.dtype)
-
-        return jax.tree.map(one, updates, params, _excluded(exclude, params)), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    masked = optax.masked(optax.stateless_with_tree_map(one), _included(exclude))
+    # optax.stateless keeps the state EmptyState, not masked's MaskedState(EmptyState()): orbax
+    # restores a checkpoint only into the tree structure it was written with, EmptyState until now.
+    return optax.stateless(lambda updates, params: masked.update(updates, optax.MaskedState(optax.EmptyState()),
+                                                                 params)[0])
 
 
 def scale_by_layerwise_trust_ratio(*, weight_decay: float = 0.0, trust_coefficient: float = 0.001,
