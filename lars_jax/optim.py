@@ -31,7 +31,11 @@ import optax
 from lars_jax.arguments import check_choice, check_range
 
 OPTIMIZERS = ("lars", "lamb", "sgd")  # the factories below, by name
-DENOMINATORS = ("paper", "optax")
+# The trust ratio of each LARS `denominator` (and LAMB's), as plots print it; "{eps}" stands for
+# " + eps" where eps > 0.
+TRUST_RATIO_FORMULAS = {"paper": "eta*||w|| / (||g|| + beta*||w||{eps})", "optax": "eta*||w|| / (||g + beta*w||{eps})"}
+LAMB_TRUST_RATIO_FORMULA = "||w|| / ||r + beta*w||"
+DENOMINATORS = tuple(TRUST_RATIO_FORMULAS)
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 Exclude = Union[None, Any, Callable[[Any], Any]]  # None, a pytree of bools, or params -> such a pytree
 
@@ -62,10 +66,13 @@ def _check_common(learning_rate, momentum: float, weight_decay: float) -> None:
 
 def trust_ratio(w_norm, u_norm, wd_u_norm, *, weight_decay: float, trust_coefficient: float,
                 eps: float, denominator: str):
-    """The layer-wise local LR lambda (a scalar); 1 where ||w|| or the denominator's norm is 0.
+    """The layer-wise local LR lambda (a scalar) for the update u of a tensor w:
 
-    w_norm: ||w||; u_norm: ||u|| of the raw update (the gradient for LARS), read by "paper";
-    wd_u_norm: ||u + beta*w||, read by "optax" (as optax.scale_by_trust_ratio, which sees u + beta*w).
+        "paper": eta * ||w|| / (||u|| + beta * ||w|| + eps),  1 where ||w|| = 0 or ||u|| = 0
+        "optax": eta * ||w|| / (||u + beta*w|| + eps),        1 where ||w|| = 0 or ||u + beta*w|| = 0
+
+    w_norm: ||w||; u_norm: ||u|| of the raw update (the gradient for LARS), read by "paper" only;
+    wd_u_norm: ||u + beta*w||, read by "optax" only (as optax.scale_by_trust_ratio, which sees u + beta*w).
     """
     if denominator == "paper":
         denom, norm = u_norm + weight_decay * w_norm + eps, u_norm

@@ -1,6 +1,7 @@
 """accuracy_vs_batch.png and trust_ratios.png (matplotlib, imported only when a plot is drawn)."""
 from __future__ import annotations
 
+from lars_jax import optim
 from lars_jax.sweep.cells import optimizer_config
 from lars_jax.sweep.events import read_scalars
 
@@ -73,12 +74,10 @@ def trust_ratio_runs(sweep, summary, records) -> list[dict]:
 def trust_ratio_formula(config) -> str:
     """The trust ratio the config's optimizer computes (lars_jax.optim), for the plot's y-label."""
     if config.optimizer.name == "lamb":
-        return "||w|| / ||r + beta*w||  (LAMB, r = Adam direction)"
+        return f"{optim.LAMB_TRUST_RATIO_FORMULA}  (LAMB, r = Adam direction)"
     lars = config.optimizer.lars  # the trust ratio lars_jax.train logs, whatever the optimizer
-    eps = " + eps" if lars.eps else ""
-    if lars.denominator == "optax":
-        return f"eta*||w|| / (||g + beta*w||{eps})  (optax denominator)"
-    return f"eta*||w|| / (||g|| + beta*||w||{eps})  (paper denominator)"
+    formula = optim.TRUST_RATIO_FORMULAS[lars.denominator].format(eps=" + eps" if lars.eps else "")
+    return f"{formula}  ({lars.denominator} denominator)"
 
 
 def plot_trust_ratios(sweep, summary, records, path: str) -> None:
