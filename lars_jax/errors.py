@@ -40,3 +40,7 @@ class OutputError(UserError, OSError):
 
 class CheckpointError(UserError, OSError):
     """A checkpoint could not be written or no intact one could be read; the message says which."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training diverged; the message names the step and the last good checkpoint."""

@@ -1,78 +1,225 @@
-"""Small pieces of the training loop: when to act, how fast it runs, and what it reports.
+"""The training loop, from a restored state to the results: train steps, the console lines and
+summaries at their steps, evaluation, checkpoints, and a stop at SIGTERM / Ctrl-C with a checkpoint.
 
-`due` says whether a periodic action falls on a step; `LineClock` whether a console line is due
-between those of `log_every`; `Meter` keeps the run's seconds and images
-(across resumed invocations: it starts from the progress saved with the checkpoint) and gives
-images/s and the ETA; `NoiseScaleTail` averages the gradient-noise-scale estimates of the run's
-last 20% of steps; `Reporter` writes TensorBoard summaries (process 0 only) at `log_every` steps
-and the console lines; `QuietLibraries` keeps other libraries' INFO records off the console
-(`show_progress` sets that up where `python -m lars_jax.main` does not: a notebook, a script).
+`run` is the loop: it takes the Trainer's compiled steps and data (lars_jax.train builds them from
+the config) and a checkpoint manager, and returns the results. `evaluate` / `evaluate_all` go over
+a whole split; `PreemptionWatch` says when a stop signal has arrived (in every process at the same
+step); `computed` / `finished` ask the device which queued steps it has done without waiting;
+`NoiseScaleTail` averages the gradient-noise-scale estimates of the run's last 20% of steps. What
+the loop measures and prints (Meter, LineClock, Reporter) is lars_jax.reporting's.
 """
 from __future__ import annotations
 
-import logging as pylogging
 import math
 import os
+import signal
 import threading
 import time
 
+import jax
 import numpy as np
 from absl import logging
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+from lars_jax import data, parallel, supervisor
+from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, NonFiniteLossError
+from lars_jax.reporting import LineClock, Meter, Reporter, due
+from lars_jax.resume import flatten
 
 
-class QuietLibraries(pylogging.Filter):
-    """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
-    dropped (lars_jax reports checkpoint failures itself, in one line)."""
+def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main: bool) -> dict:
+    """The loop from `start` to trainer.stop_step; returns the results dict (without wall time).
 
-    def filter(self, record) -> bool:
-        if record.pathname.startswith(_PACKAGE_DIR):
-            return True
-        return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
+    trainer: lars_jax.train.Trainer's pieces: config, mesh, steps_per_epoch, total_steps, stop_step,
+    measures_noise_scale, the compiled train_step and eval_step, train_batches(start). state: the
+    TrainState of step `start`; ckpt: a lars_jax.checkpoints.CheckpointManager; progress: its
+    saved progress (the earlier invocations' seconds, images, noise-scale sums)."""
+    config, spe, stop = trainer.config, trainer.steps_per_epoch, trainer.stop_step
+    eval_every, ckpt_every = config.loop.eval_every or spe, config.loop.checkpoint_every or spe
+    meter = Meter(config.global_batch_size, progress)
+    report = Reporter(workdir, is_main=is_main, total_steps=trainer.total_steps, steps_per_epoch=spe,
+                      layer_stats_every=config.loop.layer_stats_every)
+    if start == 0:
+        report.hparams(flatten(config.to_dict()))
+    logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
+                 "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
+                 trainer.mesh.size, jax.process_count())
+    if config.loop.noise_scale_decay is not None and not trainer.measures_noise_scale:
+        logging.info("Gradient noise scale not measured: one data-parallel device and one microbatch give one "
+                     "batch size; it needs two (more devices, or config.mesh.microbatches > 1)")
+    tail = NoiseScaleTail(stop, progress)
+    preempted = PreemptionWatch()
+    pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
+    window: list[tuple[int, dict]] = []  # fetched since the last log_every point (TensorBoard's window)
+    lines = LineClock(config.loop.log_every_seconds)
+    eval_metrics: dict = {}
+    train_loss = progress.get("train_loss", math.nan)
+    batches = trainer.train_batches(start)
+    step, stopped = start, False
+
+    def line(n: int) -> float:
+        """A console line for the first n pending steps (computed already); their images/s."""
+        fetched = jax.device_get(pending[:n])
+        del pending[:n]
+        window.extend(fetched)
+        first = fetched[0][0] == start + 1
+        ips = meter.close_window(len(fetched) - first)
+        report.line(fetched, ips, meter.eta(stop - fetched[-1][0]), meter.compile_seconds if first else None)
+        lines.printed()
+        return ips
+
+    try:
+        while step < stop:
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = trainer.train_step(state, next(batches))
+            step += 1
+            pending.append((step, metrics))
+            meter.stepped(block_on=state)
+            stopped = preempted(step)
+            last = step == stop
+            evaluate_now, save_now = last or due(step, eval_every), last or due(step, ckpt_every)
+            summarize = stopped or evaluate_now or save_now or due(step, config.loop.log_every)
+            if not summarize:  # a line at most: checks and summaries stay at the same steps on every process
+                if lines.due() and (done := computed(pending)):
+                    line(done)
+                continue
+            # The host runs ahead of the device: while it waits for the queued steps, a line whenever due.
+            all_computed = finished(pending[-1][1])
+            while not all_computed.wait(lines.seconds_left()):
+                if 0 < (done := computed(pending)) < len(pending):
+                    line(done)
+            ips = line(len(pending))
+            _check_finite(window, ckpt)  # before any checkpoint of them
+            train_loss = report.train(window, ips)["train_loss"]
+            tail.add(window)
+            window.clear()
+            progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
+            ckpt.check()
+            if stopped:
+                ckpt.save(step, state, progress)
+                ckpt.wait()
+                logging.warning("%s: stopped at step %d/%d with a checkpoint in %s; run the same command "
+                                "again to resume (exit code %d).", preempted.name or "SIGTERM", step, stop,
+                                ckpt.directory, preempted.exit_code)
+                break
+            if evaluate_now:
+                eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=last)
+                report.eval(step, eval_metrics)
+            if save_now:
+                ckpt.save(step, state, progress)
+            meter.restart_window()
+        ckpt.wait()
+        if not eval_metrics and not stopped:  # resumed at the last step: evaluate what was restored
+            eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=True)
+            report.eval(step, eval_metrics)
+    finally:
+        preempted.close()
+        report.close()
+    return {
+        "config_name": config.name, "final_step": step, "total_steps": trainer.total_steps,
+        "stop_step": stop, "finished": step == trainer.total_steps, "epochs": step / spe, "preempted": stopped,
+        "exit_code": preempted.exit_code if stopped else 0,
+        "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
+        "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
+        **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
+        "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
+        "images_per_second": meter.images_per_second(), "global_batch_size": config.global_batch_size,
+        "num_devices": trainer.mesh.size, "num_processes": jax.process_count(), "resumed_from_step": start,
+        "noise_scale": tail.result(),
+    }
 
 
-def show_progress() -> None:
-    """Where no `python -m lars_jax.main` sets up the console (a notebook, a script): the loop's
-    lines are shown, other libraries' only from warnings up."""
-    logging.set_verbosity(logging.INFO)
-    absl_logger = pylogging.getLogger("absl")
-    if not any(isinstance(f, QuietLibraries) for f in absl_logger.filters):
-        absl_logger.addFilter(QuietLibraries())
+def _check_finite(fetched, ckpt):
+    for step, m in fetched:
+        loss, norm = float(m["loss"]), float(m["param_norm"])
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            where = (f"the last good checkpoint is step {last} in {ckpt.directory}, left intact"
+                     if last is not None else "no checkpoint was written yet")
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"the parameters' norm is {norm}"
+            raise NonFiniteLossError(
+                f"{what} at step {step}: training diverged; {where}. Lower config.schedule.base_learning_rate, "
+                f"lengthen config.schedule.warmup_epochs, or check the data.")
+    return fetched
 
 
-def due(step: int, every: int | None) -> bool:
-    """True when a periodic action with period `every` (None or 0: never) falls on `step`."""
-    return bool(every) and step % every == 0
+def evaluate(eval_step, state, config, mesh, split: str = "eval") -> dict[str, float]:
+    """Top-1 accuracy and mean loss over a whole split, each example exactly once:
+    {test_accuracy, test_loss, test_examples} for split "eval" (the dataset's test split),
+    {validation_...} for "validation" (config.data.validation_examples of the train split)."""
+    eval_batch = config.loop.eval_batch_size or config.global_batch_size
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for local in data.eval_iterator(config.data, seed=config.seed, split=split,
+                                    local_batch_size=parallel.local_batch_size(eval_batch),
+                                    process_index=jax.process_index(), process_count=jax.process_count()):
+        sums = jax.device_get(eval_step(state, parallel.global_batch(local, mesh)))
+        for name in totals:
+            totals[name] += float(sums[name])
+    count, name = max(totals["count"], 1.0), "test" if split == "eval" else split
+    return {f"{name}_accuracy": totals["correct"] / count, f"{name}_loss": totals["loss"] / count,
+            f"{name}_examples": int(totals["count"])}
 
 
-class LineClock:
-    """When the console gets a line besides those of `log_every`: after the first step of an
-    invocation (which compiles), then whenever `every_seconds` (None: never) have passed since the
-    last line. It reads the host's clock only, so deciding never waits for the device."""
+def evaluate_all(eval_step, state, config, mesh, *, final: bool) -> dict[str, float]:
+    """The periodic evaluation: the validation split when there is one, else the test split; at
+    the end (final) both."""
+    validation = config.data.validation_examples > 0
+    out = evaluate(eval_step, state, config, mesh, "validation") if validation else {}
+    if final or not validation:
+        out.update(evaluate(eval_step, state, config, mesh))
+    return out
 
-    def __init__(self, every_seconds: float | None, clock=time.monotonic):
-        self.every, self.clock, self.last = every_seconds, clock, None
 
-    def due(self) -> bool:
-        return self.last is None or bool(self.every) and self.clock() - self.last >= self.every
+class PreemptionWatch:
+    """Has SIGTERM (a preemption notice) or SIGINT (Ctrl-C) arrived? In a multi-process run every
+    process must stop at the same step, so JAX's preemption sync point decides (a SIGINT is passed
+    to it as SIGTERM); alone, a signal handler does. A second SIGINT raises KeyboardInterrupt at
+    once; under lars_jax.supervisor, which forwards signals, one arriving within DUPLICATE_SECONDS
+    of the first is the same Ctrl-C delivered twice (to the process group and forwarded)."""
 
-    def seconds_left(self) -> float | None:
-        """Until the next line is due (None: never), at least a second once it is: a step slower
-        than the interval is then asked about once a second, not in a busy loop."""
-        if self.last is not None and not self.every:
-            return None
-        return max(1.0, 0.0 if self.last is None else self.every - (self.clock() - self.last))
+    DUPLICATE_SECONDS = 0.5
 
-    def printed(self) -> None:
-        self.last = self.clock()
+    def __init__(self):
+        self.name: str | None = None  # the first stop signal's name
+        self._signalled_at = 0.0
+        self._multi = jax.process_count() > 1
+        self._window = self.DUPLICATE_SECONDS if os.environ.get(supervisor.CHILD_ENV) else 0.0
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            wanted = [signal.SIGINT] if self._multi else [signal.SIGTERM, signal.SIGINT]
+            for sig in wanted:  # a SIGINT ignored at start (a background job of a shell) stays ignored
+                if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.name == "SIGINT" else EXIT_PREEMPTED
+
+    def _handle(self, signum, frame):
+        now = time.monotonic()
+        if self.name is not None:
+            if signum == signal.SIGINT and now - self._signalled_at > self._window:
+                raise KeyboardInterrupt
+            return
+        self.name, self._signalled_at = signal.Signals(signum).name, now
+        if self._multi:  # JAX's preemption notice listens for SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __call__(self, step: int) -> bool:
+        if self._multi:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.name is not None
+
+    def close(self):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def computed(pending: list[tuple[int, dict]]) -> int:
     """How many of the pending (step, metrics on the device), oldest first, the device has
     computed. jax.Array.is_ready asks without waiting: the host, which runs ahead of the device,
     can print a line for the steps done so far."""
-    import jax
     done = 0
     for _, metrics in pending:
         if not all(leaf.is_ready() for leaf in jax.tree.leaves(metrics)):
@@ -84,61 +231,9 @@ def computed(pending: list[tuple[int, dict]]) -> int:
 def finished(metrics) -> threading.Event:
     """An event set once the device has computed `metrics` (a pytree of jax.Arrays): waiting on it
     with a timeout, the loop can print lines while the device works through the steps queued."""
-    import jax
     event = threading.Event()
     threading.Thread(target=lambda: (jax.block_until_ready(metrics), event.set()), daemon=True).start()
     return event
-
-
-class Meter:
-    """Wall-clock bookkeeping of the train loop. The first step of an invocation compiles, so its
-    time is `compile_seconds` and its images count in no throughput; `progress` (a checkpoint's)
-    carries the seconds and images of the invocations before this one."""
-
-    def __init__(self, global_batch_size: int, progress: dict | None = None):
-        progress = progress or {}
-        self.batch = global_batch_size
-        self.train_seconds = float(progress.get("train_seconds", 0.0))
-        self.images = int(progress.get("images_seen", 0))
-        self.compile_seconds = 0.0
-        self._mark = time.perf_counter()
-        self._compiled = False
-        self.last_window_seconds_per_step = math.nan
-
-    def stepped(self, block_on=None) -> None:
-        """Call after each train step; `block_on` (the new state) is waited for after the first."""
-        if not self._compiled:
-            import jax
-            jax.block_until_ready(block_on)
-            now = time.perf_counter()
-            self.compile_seconds, self._mark, self._compiled = now - self._mark, now, True
-
-    def close_window(self, steps: int) -> float:
-        """Ends the current window, in which the device finished `steps` train steps (the compiling
-        one not counted): returns its images/s (nan if none)."""
-        now = time.perf_counter()
-        seconds = now - self._mark
-        self._mark = now
-        if not steps:
-            return math.nan
-        self.train_seconds += seconds
-        self.images += steps * self.batch
-        self.last_window_seconds_per_step = seconds / steps
-        return steps * self.batch / seconds
-
-    def restart_window(self) -> None:
-        """Excludes the time since the last window (evaluation, checkpoint writes) from training."""
-        self._mark = time.perf_counter()
-
-    def images_per_second(self) -> float:
-        return self.images / self.train_seconds if self.train_seconds else math.nan
-
-    def eta(self, remaining_steps: int) -> float:
-        return remaining_steps * self.last_window_seconds_per_step
-
-    def progress(self, **extra) -> dict:
-        """What a checkpoint saves for a resumed run to report (JSON-able)."""
-        return {"train_seconds": self.train_seconds, "images_seen": self.images, **extra}
 
 
 class NoiseScaleTail:
@@ -212,70 +307,3 @@ def ratio_interval(numerators, denominators) -> list | None:
     se = float(np.sqrt((n - 1) / n * np.sum((replicates - replicates.mean()) ** 2)))
     half = _T975.get(n - 1, 1.96) * se
     return [max(0.0, float(ratio - half)), float(ratio + half)]
-
-
-def hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class Reporter:
-    """TensorBoard summaries (process 0 writes, the others write nothing) and console lines."""
-
-    def __init__(self, workdir: str, *, is_main: bool, total_steps: int, steps_per_epoch: int,
-                 layer_stats_every: int):
-        from lars_jax import summaries
-
-        self.writer = summaries.EventWriter(workdir if is_main else None)
-        self.total, self.spe, self.layer_every = total_steps, steps_per_epoch, layer_stats_every
-
-    def hparams(self, flat: dict) -> None:
-        self.writer.write_hparams({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
-
-    def train(self, window: list[tuple[int, dict]], images_per_second: float) -> dict:
-        """Writes one log window of fetched (step, metrics) pairs: means of loss/accuracy and the
-        last step's learning rate and norms at the window's last step, and the per-layer statistics
-        of every step that computed them. Returns the scalars."""
-        step, last = window[-1]
-        scalars = {"train_loss": float(np.mean([m["loss"] for _, m in window])),
-                   "train_accuracy": float(np.mean([m["accuracy"] for _, m in window])),
-                   "learning_rate": float(last["learning_rate"]), "grad_norm": float(last["grad_norm"]),
-                   "param_norm": float(last["param_norm"])}
-        if math.isfinite(images_per_second):
-            scalars["images_per_second"] = images_per_second
-        if "noise_scale" in last:  # the bias-corrected averages at the window's last step
-            ns = last["noise_scale"]
-            scalars.update({"gns/b_simple": float(ns["b_simple"]), "gns/grad_sq": float(ns["avg_grad_sq"]),
-                            "gns/trace_sigma": float(ns["avg_trace_sigma"])})
-        self.writer.write_scalars(step, scalars)
-        for s, m in window:
-            if due(s, self.layer_every):
-                self.writer.write_scalars(s, {f"layers/{k}": float(v) for k, v in m["layers"].items()})
-        return scalars
-
-    def line(self, fetched: list[tuple[int, dict]], images_per_second: float, eta_seconds: float,
-             first_step_seconds: float | None = None) -> None:
-        """One console line for the steps fetched since the previous line: their mean loss and
-        accuracy, the last one's learning rate; after an invocation's first step, its time."""
-        step, last = fetched[-1]
-        first = (f"  first step {first_step_seconds:.1f} s (loading the data and compiling)"
-                 if first_step_seconds is not None else "")
-        logging.info("step %d/%d (epoch %.2f)  loss %.4f  acc %.3f  lr %.4g  %s img/s  ETA %s%s", step, self.total,
-                     step / self.spe, np.mean([m["loss"] for _, m in fetched]),
-                     np.mean([m["accuracy"] for _, m in fetched]), float(last["learning_rate"]),
-                     f"{images_per_second:,.0f}" if math.isfinite(images_per_second) else "?", hms(eta_seconds),
-                     first)
-
-    def eval(self, step: int, metrics: dict) -> None:
-        """metrics: {split_accuracy, split_loss, split_examples} for the splits evaluated."""
-        self.writer.write_scalars(step, {k: v for k, v in metrics.items() if not k.endswith("_examples")})
-        splits = [k[:-len("_accuracy")] for k in metrics if k.endswith("_accuracy")]
-        logging.info("eval at step %d (epoch %.2f): %s", step, step / self.spe, "; ".join(
-            f"{s} accuracy {metrics[s + '_accuracy']:.4f}  loss {metrics[s + '_loss']:.4f}  "
-            f"({metrics[s + '_examples']} examples)" for s in splits))
-
-    def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()

@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 import lars_jax
 from lars_jax.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
-from lars_jax.loop import QuietLibraries
+from lars_jax.reporting import QuietLibraries
 
 lars_jax.quiet_tensorflow()
 

@@ -1,5 +1,6 @@
 """Where the config meets the library: models, optimizers and schedules built from their config
-parts, the Trainer (mesh, data, model, optimizer, compiled steps) and the train loop.
+parts, the Trainer (mesh, data, model, optimizer, compiled steps), and `train_and_evaluate`, which
+wires them to the workdir (lock, resume check, checkpoints) and runs lars_jax.loop.
 
 Data flows one way: config -> (mesh, dataset, model, optimizer) -> train step -> loop ->
 (metrics, checkpoints, results). Each room gets its own part of the config, or explicit
@@ -10,11 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-import signal
-import threading
 import time
 from typing import Callable
 
@@ -24,14 +22,10 @@ import ml_collections
 import optax
 from absl import logging
 
-from lars_jax import configs, data, models, optim, parallel, resume, schedules, steps, supervisor, workdir as workdirs
-from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, UserError
+from lars_jax import configs, data, loop, models, optim, parallel, resume, schedules, steps, workdir as workdirs
+from lars_jax.errors import ConfigError, NonFiniteLossError  # noqa: F401 (the loop raises it; the sweep catches it)
 from lars_jax.resume import flatten
 from lars_jax.steps import TrainState
-
-
-class NonFiniteLossError(UserError, FloatingPointError):
-    """Training diverged; the message names the step and the last good checkpoint."""
 
 
 def _as_config_error(path: str, build: Callable, *args, fields: dict | None = None, **kwargs):
@@ -132,33 +126,6 @@ def layer_stats_kwargs(config) -> dict:
                 denominator=lars.denominator)
 
 
-def evaluate(eval_step, state, config, mesh, split: str = "eval") -> dict[str, float]:
-    """Top-1 accuracy and mean loss over a whole split, each example exactly once:
-    {test_accuracy, test_loss, test_examples} for split "eval" (the dataset's test split),
-    {validation_...} for "validation" (config.data.validation_examples of the train split)."""
-    eval_batch = config.loop.eval_batch_size or config.global_batch_size
-    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for local in data.eval_iterator(config.data, seed=config.seed, split=split,
-                                    local_batch_size=parallel.local_batch_size(eval_batch),
-                                    process_index=jax.process_index(), process_count=jax.process_count()):
-        sums = jax.device_get(eval_step(state, parallel.global_batch(local, mesh)))
-        for name in totals:
-            totals[name] += float(sums[name])
-    count, name = max(totals["count"], 1.0), "test" if split == "eval" else split
-    return {f"{name}_accuracy": totals["correct"] / count, f"{name}_loss": totals["loss"] / count,
-            f"{name}_examples": int(totals["count"])}
-
-
-def evaluate_all(eval_step, state, config, mesh, *, final: bool) -> dict[str, float]:
-    """The periodic evaluation: the validation split when there is one, else the test split; at
-    the end (final) both."""
-    validation = config.data.validation_examples > 0
-    out = evaluate(eval_step, state, config, mesh, "validation") if validation else {}
-    if final or not validation:
-        out.update(evaluate(eval_step, state, config, mesh))
-    return out
-
-
 class Trainer:
     """Everything built once from a config: mesh, data info, model, optimizer, compiled steps."""
 
@@ -233,52 +200,6 @@ class Trainer:
             yield on_devices
 
 
-class PreemptionWatch:
-    """Has SIGTERM (a preemption notice) or SIGINT (Ctrl-C) arrived? In a multi-process run every
-    process must stop at the same step, so JAX's preemption sync point decides (a SIGINT is passed
-    to it as SIGTERM); alone, a signal handler does. A second SIGINT raises KeyboardInterrupt at
-    once; under lars_jax.supervisor, which forwards signals, one arriving within DUPLICATE_SECONDS
-    of the first is the same Ctrl-C delivered twice (to the process group and forwarded)."""
-
-    DUPLICATE_SECONDS = 0.5
-
-    def __init__(self):
-        self.name: str | None = None  # the first stop signal's name
-        self._signalled_at = 0.0
-        self._multi = jax.process_count() > 1
-        self._window = self.DUPLICATE_SECONDS if os.environ.get(supervisor.CHILD_ENV) else 0.0
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            wanted = [signal.SIGINT] if self._multi else [signal.SIGTERM, signal.SIGINT]
-            for sig in wanted:  # a SIGINT ignored at start (a background job of a shell) stays ignored
-                if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._previous[sig] = signal.signal(sig, self._handle)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_INTERRUPTED if self.name == "SIGINT" else EXIT_PREEMPTED
-
-    def _handle(self, signum, frame):
-        now = time.monotonic()
-        if self.name is not None:
-            if signum == signal.SIGINT and now - self._signalled_at > self._window:
-                raise KeyboardInterrupt
-            return
-        self.name, self._signalled_at = signal.Signals(signum).name, now
-        if self._multi:  # JAX's preemption notice listens for SIGTERM
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def __call__(self, step: int) -> bool:
-        if self._multi:
-            from jax.experimental import multihost_utils
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.name is not None
-
-    def close(self):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_changes=(),
                        wait_for_workdir: bool = False) -> dict:
     """Trains from workdir's newest intact checkpoint to step `Trainer.stop_step`, evaluates and
@@ -347,122 +268,7 @@ def _resume_and_train(trainer: Trainer, workdir: str, allow_changes) -> dict:
                           num_processes=jax.process_count())
         if start:
             logging.info("Resumed from checkpoint step %d in %s", start, ckpt.directory)
-        results = _train(trainer, state, start, ckpt, workdir, progress, is_main)
+        results = loop.run(trainer, state, start, ckpt, workdir, progress, is_main)
     finally:  # also on errors: finish checkpoint writes in flight so none is left half-written
         ckpt.close()
     return {**results, "config_changes": record.changes()}
-
-
-def _train(trainer: Trainer, state: TrainState, start: int, ckpt, workdir: str, progress: dict,
-           is_main: bool) -> dict:
-    """The loop from `start` to trainer.stop_step; returns the results dict (without wall time)."""
-    from lars_jax import loop
-
-    config, spe, stop = trainer.config, trainer.steps_per_epoch, trainer.stop_step
-    eval_every, ckpt_every = config.loop.eval_every or spe, config.loop.checkpoint_every or spe
-    meter = loop.Meter(config.global_batch_size, progress)
-    report = loop.Reporter(workdir, is_main=is_main, total_steps=trainer.total_steps, steps_per_epoch=spe,
-                           layer_stats_every=config.loop.layer_stats_every)
-    if start == 0:
-        report.hparams(flatten(config.to_dict()))
-    logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
-                 "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
-                 trainer.mesh.size, jax.process_count())
-    if config.loop.noise_scale_decay is not None and not trainer.measures_noise_scale:
-        logging.info("Gradient noise scale not measured: one data-parallel device and one microbatch give one "
-                     "batch size; it needs two (more devices, or config.mesh.microbatches > 1)")
-    tail = loop.NoiseScaleTail(stop, progress)
-    preempted = PreemptionWatch()
-    pending: list[tuple[int, dict]] = []  # device-side metrics not yet fetched
-    window: list[tuple[int, dict]] = []  # fetched since the last log_every point (TensorBoard's window)
-    lines = loop.LineClock(config.loop.log_every_seconds)
-    eval_metrics: dict = {}
-    train_loss = progress.get("train_loss", math.nan)
-    batches = trainer.train_batches(start)
-    step, stopped = start, False
-
-    def line(n: int) -> float:
-        """A console line for the first n pending steps (computed already); their images/s."""
-        fetched = jax.device_get(pending[:n])
-        del pending[:n]
-        window.extend(fetched)
-        first = fetched[0][0] == start + 1
-        ips = meter.close_window(len(fetched) - first)
-        report.line(fetched, ips, meter.eta(stop - fetched[-1][0]), meter.compile_seconds if first else None)
-        lines.printed()
-        return ips
-
-    try:
-        while step < stop:
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, metrics = trainer.train_step(state, next(batches))
-            step += 1
-            pending.append((step, metrics))
-            meter.stepped(block_on=state)
-            stopped = preempted(step)
-            last = step == stop
-            evaluate_now, save_now = last or loop.due(step, eval_every), last or loop.due(step, ckpt_every)
-            summarize = stopped or evaluate_now or save_now or loop.due(step, config.loop.log_every)
-            if not summarize:  # a line at most: checks and summaries stay at the same steps on every process
-                if lines.due() and (done := loop.computed(pending)):
-                    line(done)
-                continue
-            # The host runs ahead of the device: while it waits for the queued steps, a line whenever due.
-            computed = loop.finished(pending[-1][1])
-            while not computed.wait(lines.seconds_left()):
-                if 0 < (done := loop.computed(pending)) < len(pending):
-                    line(done)
-            ips = line(len(pending))
-            _check_finite(window, ckpt)  # before any checkpoint of them
-            train_loss = report.train(window, ips)["train_loss"]
-            tail.add(window)
-            window.clear()
-            progress = meter.progress(train_loss=train_loss, noise_scale_tail=tail.progress())
-            ckpt.check()
-            if stopped:
-                ckpt.save(step, state, progress)
-                ckpt.wait()
-                logging.warning("%s: stopped at step %d/%d with a checkpoint in %s; run the same command "
-                                "again to resume (exit code %d).", preempted.name or "SIGTERM", step, stop,
-                                ckpt.directory, preempted.exit_code)
-                break
-            if evaluate_now:
-                eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=last)
-                report.eval(step, eval_metrics)
-            if save_now:
-                ckpt.save(step, state, progress)
-            meter.restart_window()
-        ckpt.wait()
-        if not eval_metrics and not stopped:  # resumed at the last step: evaluate what was restored
-            eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=True)
-            report.eval(step, eval_metrics)
-    finally:
-        preempted.close()
-        report.close()
-    return {
-        "config_name": config.name, "final_step": step, "total_steps": trainer.total_steps,
-        "stop_step": stop, "finished": step == trainer.total_steps, "epochs": step / spe, "preempted": stopped,
-        "exit_code": preempted.exit_code if stopped else 0,
-        "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
-        "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
-        **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
-        "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
-        "images_per_second": meter.images_per_second(), "global_batch_size": config.global_batch_size,
-        "num_devices": trainer.mesh.size, "num_processes": jax.process_count(), "resumed_from_step": start,
-        "noise_scale": tail.result(),
-    }
-
-
-def _check_finite(fetched, ckpt):
-    for step, m in fetched:
-        loss, norm = float(m["loss"]), float(m["param_norm"])
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            ckpt.wait()
-            last = ckpt.latest_step()
-            where = (f"the last good checkpoint is step {last} in {ckpt.directory}, left intact"
-                     if last is not None else "no checkpoint was written yet")
-            what = f"loss is {loss}" if not math.isfinite(loss) else f"the parameters' norm is {norm}"
-            raise NonFiniteLossError(
-                f"{what} at step {step}: training diverged; {where}. Lower config.schedule.base_learning_rate, "
-                f"lengthen config.schedule.warmup_epochs, or check the data.")
-    return fetched

@@ -214,14 +214,14 @@ def _run_quick(workdir, out, *overrides):
 
 def test_cell_progress_lines_only_after_a_quiet_interval():
     import logging
-    from lars_jax import loop
+    from lars_jax import reporting
     from lars_jax.sweep.cli import CellProgress
 
     now = [0.0]
     progress = CellProgress(15.0, clock=lambda: now[0])
     line = lambda path, level=logging.INFO: logging.LogRecord("absl", level, path, 1, "m", (), None)  # noqa: E731
     shown = []
-    for t, record in ((5.0, line(loop.__file__)), (16.0, line(loop.__file__)), (17.0, line(loop.__file__)),
+    for t, record in ((5.0, line(reporting.__file__)), (16.0, line(reporting.__file__)), (17.0, line(reporting.__file__)),
                       (18.0, line("/x/orbax/checkpoint.py")), (19.0, line("/x/train.py", logging.WARNING))):
         now[0] = t
         shown.append(progress.filter(record))
@@ -229,7 +229,7 @@ def test_cell_progress_lines_only_after_a_quiet_interval():
     now[0] = 40.0
     progress.printed()  # the sweep's own line (a cell done) restarts the interval
     now[0] = 50.0
-    assert not progress.filter(line(loop.__file__))
+    assert not progress.filter(line(reporting.__file__))
 
 
 @pytest.mark.slow  # a whole (quick) sweep

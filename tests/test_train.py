@@ -174,9 +174,9 @@ def test_one_device_says_the_noise_scale_is_not_measured(tmp_path):
 
 
 def test_a_console_line_follows_the_first_step_then_every_interval():
-    from lars_jax import loop
+    from lars_jax import reporting
     now = [100.0]
-    lines = loop.LineClock(15.0, clock=lambda: now[0])
+    lines = reporting.LineClock(15.0, clock=lambda: now[0])
     assert lines.due()  # after the first step, whatever the time
     lines.printed()
     for t, due in ((114.9, False), (115.0, True), (300.0, True)):
@@ -189,7 +189,7 @@ def test_a_console_line_follows_the_first_step_then_every_interval():
     assert lines.seconds_left() == pytest.approx(10.0)  # how long the loop may wait for the device
     now[0] = 400.0
     assert lines.seconds_left() == 1.0  # overdue: asked again in a second, not in a busy loop
-    steps_only = loop.LineClock(None, clock=lambda: now[0])
+    steps_only = reporting.LineClock(None, clock=lambda: now[0])
     assert steps_only.due()
     steps_only.printed()
     now[0] += 1e6
@@ -234,12 +234,14 @@ def test_noise_scale_tail_sums_only_its_own_window_across_resumes():
 
 
 def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
+    from lars_jax import loop
+
     def before(signum, frame):  # the handler installed before the loop; restored after it
         pass
 
     previous = signal.signal(signal.SIGINT, before)
     try:
-        watch = train.PreemptionWatch()
+        watch = loop.PreemptionWatch()
         try:
             assert not watch(1)
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: a stop at the next step, with a checkpoint
@@ -252,7 +254,7 @@ def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
         assert signal.getsignal(signal.SIGINT) is before
     finally:
         signal.signal(signal.SIGINT, previous)
-    terminated = train.PreemptionWatch()
+    terminated = loop.PreemptionWatch()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         assert terminated(1) and terminated.exit_code == EXIT_PREEMPTED

@@ -13,7 +13,7 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from lars_jax import loop
+from lars_jax import reporting
 from lars_jax.sweep.cells import apply_quick
 from lars_jax.sweep.report import RESULTS_JSON
 from lars_jax.sweep.run import run_sweep
@@ -47,7 +47,7 @@ def define_flags() -> flags.FlagValues:
 
 class CellProgress(pylogging.Filter):
     """Cells train quietly: besides the sweep's own line per cell and warnings, the console gets a
-    cell's training line (lars_jax.loop's) only when the sweep printed nothing for `quiet_seconds`,
+    cell's training line (lars_jax.reporting's) only when the sweep printed nothing for `quiet_seconds`,
     so that a long cell is not silent."""
 
     def __init__(self, quiet_seconds: float, clock=time.monotonic):
@@ -61,7 +61,7 @@ class CellProgress(pylogging.Filter):
     def filter(self, record) -> bool:
         if record.levelno >= pylogging.WARNING:
             return True
-        if record.pathname == loop.__file__ and self.clock() - self.last >= self.quiet:
+        if record.pathname == reporting.__file__ and self.clock() - self.last >= self.quiet:
             self.printed()
             return True
         return False
