@@ -1,11 +1,9 @@
-"""ResNet-50, LARS, without data augmentation: the 'without' row beside experiments/resnet50_32k.py.
+"""ResNet-50, batch 32,768, LARS, 90 epochs, without data augmentation: the 'without' row
+beside experiments/resnet50_32k.py in You et al.'s ResNet-50 table.
 
-Every value (and its source) is that file's, except: You et al. report ResNet-50 with and
-without augmentation; this row uses the central 224/256 crop only (what the paper's
-setting without augmentation did exactly: NOT FOUND).
+Values and their sources: row "resnet50_32k_noaug" of experiments/tables/resnet50.py.
 
-    python -m lars_jax.main --config experiments/resnet50_32k_noaug.py \
-        --workdir runs/resnet50_32k_noaug
+    python -m lars_jax.main --config experiments/resnet50_32k_noaug.py --workdir runs/resnet50_32k_noaug
 """
 import os
 
@@ -13,7 +11,4 @@ from lars_jax.configs import load_config
 
 
 def get_config():
-    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "resnet50_32k.py"))
-    c.name = "resnet50_32k_noaug"
-    c.data.augment = False  # the 'without augmentation' row
-    return c
+    return load_config(os.path.join(os.path.dirname(__file__), "tables", "resnet50.py")).resnet50_32k_noaug

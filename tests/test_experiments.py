@@ -125,3 +125,16 @@ def test_train_step_builds_on_abstract_shapes(path):
         assert metrics[name].shape == () and jnp.issubdtype(metrics[name].dtype, jnp.floating), name
     # A classifier kernel with one output per class.
     assert any(x.ndim == 2 and x.shape[-1] == info.num_classes for x in jax.tree.leaves(state.params))
+
+
+TABLES = sorted(glob.glob(os.path.join(ROOT, "experiments", "tables", "*.py")))
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[os.path.basename(t) for t in TABLES])
+def test_every_table_row_runs_as_its_own_file(path):
+    """A paper table (experiments/tables/) returns its rows by name; experiments/<row>.py gives each."""
+    rows = load(path)
+    assert len(rows) > 1
+    for name, row in rows.items():
+        assert name in NAMES and row.name == name, name
+        assert load(os.path.join(ROOT, "experiments", f"{name}.py")).to_dict() == row.to_dict(), name
