@@ -212,6 +212,16 @@ def _run_quick(workdir, out, *overrides):
     return proc
 
 
+def test_selected_cell_is_the_rows_first_seed_record():
+    from lars_jax.sweep.summary import selected_cell
+    s = load_sweep()
+    cell = lambda **kw: {"optimizer": "lars", "batch_size": 256, "lr_multiplier": 2.0, "seed": s.seeds[0], **kw}  # noqa: E731
+    records = [cell(lr_multiplier=1.0), cell(seed=s.seeds[0] + 1), cell(batch_size=512), cell(optimizer="sgd"), cell()]
+    row = {"optimizer": "lars", "batch_size": 256, "lr_multiplier": 2.0}
+    assert selected_cell(s, records, row) is records[-1]
+    assert selected_cell(s, records[:-1], row) is None
+
+
 def test_cell_progress_lines_only_after_a_quiet_interval():
     import logging
     from lars_jax import reporting

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lars_jax.sweep.summary import selected_cell
+
 
 def steps_to_target(curve: Sequence[tuple[int, float]], target: float) -> float | None:
     """The step at which the train loss first reaches `target` (None if the run never got there).
@@ -65,11 +67,6 @@ def fit(batches: Sequence[float], steps: Sequence[float]) -> dict:
             "relative_rms_error": rms, "points": [[float(x), float(y)] for x, y in zip(b, s)]}
 
 
-def _first_seed_cell(sweep, records, row) -> dict | None:
-    return next((r for r in records if r["optimizer"] == row["optimizer"] and r["batch_size"] == row["batch_size"]
-                 and r["lr_multiplier"] == row["lr_multiplier"] and r["seed"] == sweep.seeds[0]), None)
-
-
 def thirds(curve: Sequence[tuple[int, float]]) -> list[float | None]:
     """Mean of the finite values in the first, middle and last third of a curve's points."""
     values = [v for _, v in curve]
@@ -111,7 +108,7 @@ def prediction(sweep, summary: list[dict], records: list[dict]) -> dict:
     out = {}
     for opt in sweep.optimizer_order:
         rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])
-        cells = [c for c in (_first_seed_cell(sweep, records, r) for r in rows) if c and c["train_loss_curve"]]
+        cells = [c for c in (selected_cell(sweep, records, r) for r in rows) if c and c["train_loss_curve"]]
         if not cells:
             continue
         learned = [v for v in (_lowest_if_learned(c["train_loss_curve"]) for c in cells) if v is not None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from lars_jax import optim
 from lars_jax.sweep.cells import optimizer_config
 from lars_jax.sweep.events import read_scalars
+from lars_jax.sweep.summary import selected_cell
 
 ACCURACY_PNG = "accuracy_vs_batch.png"
 TRUST_PNG = "trust_ratios.png"
@@ -60,15 +61,9 @@ def trust_ratio_runs(sweep, summary, records) -> list[dict]:
     if not rows:
         return []
     picks = {min(r["batch_size"] for r in rows), max(r["batch_size"] for r in rows)}
-    out = []
-    for r in sorted(rows, key=lambda r: r["batch_size"]):
-        if r["batch_size"] not in picks:
-            continue
-        rec = next((c for c in records if c["optimizer"] == opt and c["batch_size"] == r["batch_size"]
-                    and c["lr_multiplier"] == r["lr_multiplier"] and c["seed"] == sweep.seeds[0]), None)
-        if rec is not None:
-            out.append(rec)
-    return out
+    cells = (selected_cell(sweep, records, r) for r in sorted(rows, key=lambda r: r["batch_size"])
+             if r["batch_size"] in picks)
+    return [c for c in cells if c is not None]
 
 
 def trust_ratio_formula(config) -> str:
@@ -117,13 +112,10 @@ def plot_noise_scale(sweep, summary, records, path: str) -> None:
     runs = []
     for opt in sweep.optimizer_order:
         rows = sorted((r for r in summary if r["optimizer"] == opt), key=lambda r: r["batch_size"])
-        for row in rows:
-            rec = next((c for c in records if c["optimizer"] == opt and c["batch_size"] == row["batch_size"]
-                        and c["lr_multiplier"] == row["lr_multiplier"] and c["seed"] == sweep.seeds[0]
-                        and c.get("b_simple_curve")), None)
-            if rec is not None:
-                runs.append(rec)
-                break
+        rec = next((c for c in (selected_cell(sweep, records, row) for row in rows)
+                    if c is not None and c.get("b_simple_curve")), None)
+        if rec is not None:
+            runs.append(rec)
     if not runs:
         return
     fig = Figure(figsize=(7, 4.2))

@@ -26,6 +26,13 @@ def _stats(chosen: list[dict]) -> dict:
             "min_accuracy": min(ok) if ok else None, "max_accuracy": max(ok) if ok else None}
 
 
+def selected_cell(sweep, records: list[dict], row: dict) -> dict | None:
+    """The first-seed record of a summary row's selected cell (its optimizer, batch and LR
+    multiplier); None if that cell has no record."""
+    return next((r for r in records if r["optimizer"] == row["optimizer"] and r["batch_size"] == row["batch_size"]
+                 and r["lr_multiplier"] == row["lr_multiplier"] and r["seed"] == sweep.seeds[0]), None)
+
+
 def summarise(sweep, records: list[dict]) -> list[dict]:
     """Per (optimizer, batch): the selected LR multiplier (best first-seed validation accuracy)
     with every seed run at it, and the scaling rule's own LR (multiplier 1) when it was a trial."""
