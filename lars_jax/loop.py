@@ -22,6 +22,7 @@ from absl import logging
 
 from lars_jax import data, parallel, supervisor
 from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, NonFiniteLossError
+from lars_jax.noise_scale import b_simple_of
 from lars_jax.reporting import LineClock, Meter, Reporter, due
 from lars_jax.resume import flatten
 
@@ -276,7 +277,7 @@ class NoiseScaleTail:
         if not self.steps:
             return None
         grad_sq, trace = self.grad_sq / self.steps, self.trace_sigma / self.steps
-        b_simple = trace / grad_sq if grad_sq > 0 and trace >= 0 else None
+        b_simple = b_simple_of(grad_sq, trace)
         filled = [b for b in self.blocks if b[2]]
         interval = (ratio_interval([b[1] / b[2] for b in filled], [b[0] / b[2] for b in filled])
                     if b_simple is not None and sum(b[2] for b in filled) == self.steps else None)

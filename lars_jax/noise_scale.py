@@ -129,8 +129,20 @@ def b_simple(state: EmaState) -> jax.Array:
     measurable at this batch size", not as a value.
     """
     grad_sq, trace_sigma = ema_values(state)
-    ok = (grad_sq > 0) & (trace_sigma >= 0)
+    ok = measurable(grad_sq, trace_sigma)
     return jnp.where(ok, trace_sigma / jnp.where(ok, grad_sq, 1), jnp.nan)
+
+
+def measurable(grad_sq, trace_sigma):
+    """Whether trace_sigma / grad_sq is a B_simple (|G|^2 > 0 and tr(Sigma) >= 0, see `b_simple`):
+    elementwise on jax arrays, a bool on host floats, so the device and host forms share the rule."""
+    return (grad_sq > 0) & (trace_sigma >= 0)
+
+
+def b_simple_of(grad_sq: float, trace_sigma: float) -> float | None:
+    """`b_simple` of host averages (Python floats: float64, no device round trip); None where it
+    gives nan."""
+    return trace_sigma / grad_sq if measurable(grad_sq, trace_sigma) else None
 
 
 def step_update(state: EmaState, small_sq_norm, big_sq_norm, b_small, b_big, decay) -> tuple[EmaState, dict]:

@@ -226,6 +226,13 @@ def test_b_simple_nan_when_undefined():
     assert float(ns.b_simple(ns.ema_update(ns.ema_init(), 2.0, 0.0, 0.9))) == 0.0
 
 
+def test_host_b_simple_follows_the_device_rule():
+    for grad_sq, trace in ((2.0, 5.0), (2.0, 0.0), (-1.0, 5.0), (0.0, 5.0), (1.0, -5.0), (np.nan, 1.0), (np.inf, 1.0)):
+        device = float(ns.b_simple(ns.ema_update(ns.ema_init(), grad_sq, trace, 0.0)))
+        host = ns.b_simple_of(grad_sq, trace)
+        assert (np.isnan(device) and host is None) or device == pytest.approx(host), (grad_sq, trace, host, device)
+
+
 def test_sq_norm_dtypes(rng):
     with jax.enable_x64(True):
         tree = {"a": rng.normal(size=(3, 5)), "b": [rng.normal(size=7), np.float64(2.5)]}
