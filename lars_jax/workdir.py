@@ -60,17 +60,13 @@ def free_space(directory: str) -> str:
 
 
 def strict(record: dict, reasons: dict[str, str] | None = None) -> dict:
-    """`record` with every non-finite float replaced by None, each such key's reason (from
-    `reasons`, else "not a finite number") under "null_reasons"."""
-    out, why = {}, dict(record.get("null_reasons") or {})
-    for key, value in record.items():
-        if key == "null_reasons":
-            continue
-        if value is None and key in (reasons or {}):
-            why[key] = reasons[key]
-        if isinstance(value, float) and not math.isfinite(value):
-            value, why[key] = None, (reasons or {}).get(key, f"not a finite number ({value})")
-        out[key] = value
+    """`finite_or_none(record)`, with the reason for each top-level key made null here, or null
+    and named in `reasons`, under "null_reasons" (default: "not a finite number")."""
+    reasons, why = reasons or {}, dict(record.get("null_reasons") or {})
+    out = finite_or_none({k: v for k, v in record.items() if k != "null_reasons"})
+    for key, value in out.items():
+        if value is None and (key in reasons or record[key] is not None):
+            why[key] = reasons.get(key, f"not a finite number ({record[key]})")
     if why:
         out["null_reasons"] = why
     return out

@@ -44,6 +44,15 @@ def test_finite_or_none_makes_nested_records_strict_json():
         json.dumps(record, allow_nan=False)
 
 
+def test_strict_names_why_each_top_level_key_is_null():
+    record = {"acc": math.nan, "loss": None, "lr": None, "noise": {"b": math.inf}, "n": 3,
+              "null_reasons": {"old": "kept"}}
+    out = workdir.strict(record, {"loss": "no step ran"})
+    assert out == {"acc": None, "loss": None, "lr": None, "noise": {"b": None}, "n": 3,
+                   "null_reasons": {"old": "kept", "acc": "not a finite number (nan)", "loss": "no step ran"}}
+    assert list(out)[-1] == "null_reasons"
+
+
 # ------------------------------------------------------------------------- one run per workdir
 HOLD = """
 import sys, time
