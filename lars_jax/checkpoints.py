@@ -18,7 +18,6 @@ the restored `state.step` is the iterator's position.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -221,9 +220,3 @@ def read_checkpoint(workdir: str, step: int | None = None) -> dict:
     tree = checkpointer.metadata(path).item_metadata.tree
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-
-
-def read_meta(workdir: str, step: int) -> dict:
-    """The `meta` JSON (digest, fingerprint, progress) written with checkpoint `step`."""
-    with open(os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")) as f:
-        return json.load(f)
