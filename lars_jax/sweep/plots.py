@@ -1,4 +1,6 @@
-"""accuracy_vs_batch.png and trust_ratios.png (matplotlib, imported only when a plot is drawn)."""
+"""The sweep's three figures (matplotlib, imported only when one is drawn): accuracy_vs_batch.png
+(test accuracy per optimizer and batch), trust_ratios.png (per-layer trust ratios at the smallest and
+largest batch) and noise_scale.png (B_simple over training at the smallest batch that measured it)."""
 from __future__ import annotations
 
 from lars_jax import optim

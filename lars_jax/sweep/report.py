@@ -39,7 +39,8 @@ def columns(sweep) -> list[tuple[str, str, str]]:
         if len(mults) > 1:
             if 1.0 in mults:
                 out.append((o, "rule", f"{spec.label}: rule's LR"))
-            out.append((o, "best", f"{spec.label}: best of {len(mults)} LRs"))
+            # "chosen", not "best": picked on validation, while the table shows test accuracy
+            out.append((o, "best", f"{spec.label}: chosen of {len(mults)} LRs"))
         else:
             out.append((o, "best", spec.label + ("" if mults == [1.0] else f" (LR x{mults[0]:g})")))
     return out
