@@ -3,7 +3,7 @@
 Runs the first --steps steps of the config at a small batch (--batch_size; default the config's
 own) with the gradient noise scale on, reads B_simple = tr(Sigma) / |G|^2 (in examples,
 lars_jax.noise_scale) averaged over the last 20% of those steps with its 95% interval
-(lars_jax.loop.NoiseScaleTail), and predicts for each optimizer of the calibration sweep the
+(lars_jax.reporting.NoiseScaleTail), and predicts for each optimizer of the calibration sweep the
 largest batch whose validation accuracy stays within 1 point of the small batch's, as
 
     B_max = B_simple x (largest batch within 1 point) / (B_simple measured the same way),

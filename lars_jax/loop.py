@@ -4,9 +4,9 @@ summaries at their steps, evaluation, checkpoints, and a stop at SIGTERM / Ctrl-
 `run` is the loop: it takes the Trainer's compiled steps and data (lars_jax.train builds them from
 the config) and a checkpoint manager, and returns the results. `evaluate` / `evaluate_all` go over
 a whole split; `PreemptionWatch` says when a stop signal has arrived (in every process at the same
-step); `computed` / `finished` ask the device which queued steps it has done without waiting;
-`NoiseScaleTail` averages the gradient-noise-scale estimates of the run's last 20% of steps. What
-the loop measures and prints (Meter, LineClock, Reporter) is lars_jax.reporting's.
+step); `computed` / `finished` ask the device which queued steps it has done without waiting.
+What the loop measures and prints (Meter, LineClock, Reporter, the noise scale's NoiseScaleTail) is
+lars_jax.reporting's.
 """
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ import threading
 import time
 
 import jax
-import numpy as np
 from absl import logging
 
 from lars_jax import data, parallel, supervisor
 from lars_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, NonFiniteLossError
-from lars_jax.noise_scale import b_simple_of
-from lars_jax.reporting import LineClock, Meter, Reporter, due
+from lars_jax.reporting import LineClock, Meter, NoiseScaleTail, Reporter, due
 from lars_jax.resume import flatten
 
 
@@ -235,76 +233,3 @@ def finished(metrics) -> threading.Event:
     event = threading.Event()
     threading.Thread(target=lambda: (jax.block_until_ready(metrics), event.set()), daemon=True).start()
     return event
-
-
-class NoiseScaleTail:
-    """The run's gradient-noise-scale estimates averaged over its last 20% of steps (steps after
-    `tail_start`), kept across resumed invocations through the checkpoint's progress."""
-
-    def __init__(self, stop_step: int, progress: dict | None = None):
-        self.tail_start = stop_step - math.ceil(0.2 * stop_step)
-        saved = (progress or {}).get("noise_scale_tail", {})
-        if saved.get("tail_start") != self.tail_start:  # sums over another stop's window: not this one's
-            saved = {}
-        self.steps = int(saved.get("steps", 0))
-        self.grad_sq = float(saved.get("grad_sq", 0.0))
-        self.trace_sigma = float(saved.get("trace_sigma", 0.0))
-        self.first = saved.get("first")  # the first step summed (later than tail_start + 1 after such a resume)
-        # The tail cut into TAIL_BLOCKS runs of consecutive steps, each's sums kept: their spread gives
-        # the interval of the average (batch means, as for any autocorrelated series).
-        self.tail_length = stop_step - self.tail_start
-        self.blocks = [list(b) for b in saved.get("blocks", [[0.0, 0.0, 0]] * TAIL_BLOCKS)]
-
-    def add(self, fetched: list[tuple[int, dict]]) -> None:
-        for step, m in fetched:
-            if step > self.tail_start and "noise_scale" in m:
-                self.first = step if self.first is None else self.first
-                self.steps += 1
-                grad_sq, trace_sigma = float(m["noise_scale"]["grad_sq"]), float(m["noise_scale"]["trace_sigma"])
-                self.grad_sq += grad_sq
-                self.trace_sigma += trace_sigma
-                block = self.blocks[(step - self.tail_start - 1) * TAIL_BLOCKS // self.tail_length]
-                block[0], block[1], block[2] = block[0] + grad_sq, block[1] + trace_sigma, block[2] + 1
-
-    def progress(self) -> dict:
-        return {"tail_start": self.tail_start, "first": self.first, "steps": self.steps, "grad_sq": self.grad_sq,
-                "trace_sigma": self.trace_sigma, "blocks": self.blocks}
-
-    def result(self) -> dict | None:
-        """{b_simple, b_simple_interval, grad_sq, trace_sigma, steps, from_step} (means; b_simple None
-        when |G|^2 <= 0), or None. b_simple_interval: [low, high], a 95% interval (`ratio_interval`
-        over the tail's blocks); high None when it is unbounded; None when not computable."""
-        if not self.steps:
-            return None
-        grad_sq, trace = self.grad_sq / self.steps, self.trace_sigma / self.steps
-        b_simple = b_simple_of(grad_sq, trace)
-        filled = [b for b in self.blocks if b[2]]
-        interval = (ratio_interval([b[1] / b[2] for b in filled], [b[0] / b[2] for b in filled])
-                    if b_simple is not None and sum(b[2] for b in filled) == self.steps else None)
-        return {"b_simple": b_simple, "b_simple_interval": interval, "grad_sq": grad_sq, "trace_sigma": trace,
-                "steps": self.steps, "from_step": self.first}
-
-
-TAIL_BLOCKS = 10
-# Student's t, 97.5% quantile, by degrees of freedom: a 95% two-sided interval from few blocks.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def ratio_interval(numerators, denominators) -> list | None:
-    """A 95% interval [low, high] for mean(numerators) / mean(denominators), from n >= 3 block
-    means (e.g. of tr(Sigma) and |G|^2): the delete-one-block jackknife's standard error times
-    Student's t with n - 1 degrees of freedom, low clipped at 0. [0, None] (unbounded) when a
-    replicate's denominator is <= 0: the data cannot bound the ratio. None when n < 3 or the mean
-    denominator is <= 0."""
-    num, den = np.asarray(numerators, np.float64), np.asarray(denominators, np.float64)
-    n = len(num)
-    if n < 3 or den.mean() <= 0:
-        return None
-    ratio = num.mean() / den.mean()
-    rest_den = (den.sum() - den) / (n - 1)
-    if (rest_den <= 0).any():
-        return [0.0, None]
-    replicates = (num.sum() - num) / (n - 1) / rest_den
-    se = float(np.sqrt((n - 1) / n * np.sum((replicates - replicates.mean()) ** 2)))
-    half = _T975.get(n - 1, 1.96) * se
-    return [max(0.0, float(ratio - half)), float(ratio + half)]

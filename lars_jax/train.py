@@ -23,7 +23,7 @@ import optax
 from absl import logging
 
 from lars_jax import configs, data, loop, models, optim, parallel, resume, schedules, steps, workdir as workdirs
-from lars_jax.errors import ConfigError, NonFiniteLossError  # noqa: F401 (the loop raises it; the sweep catches it)
+from lars_jax.errors import ConfigError
 from lars_jax.resume import flatten
 from lars_jax.steps import TrainState
 

@@ -349,7 +349,7 @@ def test_tail_interval_covers_the_true_b_simple_95_percent_of_the_time():
     """The tail's interval (batch means over its blocks, jackknife, Student's t) checked by what it
     promises: over 1,000 seeded runs of noisy per-step estimates whose true B_simple is known, it
     holds the truth in ~95% of them; and a run resumed mid-tail gives the one-piece run's result."""
-    from lars_jax import loop
+    from lars_jax import reporting
 
     rng = np.random.default_rng(0)
     true_grad_sq, true_trace = 2.0, 1000.0  # B_simple = 500
@@ -359,22 +359,22 @@ def test_tail_interval_covers_the_true_b_simple_95_percent_of_the_time():
         trace = true_trace * (1 + rng.normal(0, 0.3, 100))
         steps = [(400 + i + 1, {"noise_scale": {"grad_sq": g, "trace_sigma": t}}) for i, (g, t) in
                  enumerate(zip(grad_sq, trace))]
-        tail = loop.NoiseScaleTail(500)  # its tail: steps 401-500
+        tail = reporting.NoiseScaleTail(500)  # its tail: steps 401-500
         tail.add(steps)
         low, high = tail.result()["b_simple_interval"]
         covered += low <= 500 <= (high if high is not None else np.inf)
         widths.append((high or np.inf) - low)
     assert 0.92 <= covered / 1000 <= 0.98, covered
     assert np.median(widths) < 500  # informative, not [0, inf)
-    part = loop.NoiseScaleTail(500)
+    part = reporting.NoiseScaleTail(500)
     part.add(steps[:37])
-    resumed = loop.NoiseScaleTail(500, {"noise_scale_tail": part.progress()})
+    resumed = reporting.NoiseScaleTail(500, {"noise_scale_tail": part.progress()})
     resumed.add(steps[37:])
     assert resumed.result() == tail.result()
 
 
 def test_ratio_interval_unbounded_or_undefined_when_the_data_cannot_bound_it():
-    from lars_jax.loop import ratio_interval
+    from lars_jax.reporting import ratio_interval
 
     assert ratio_interval([1.0, 2.0], [1.0, 1.0]) is None  # fewer than 3 blocks
     assert ratio_interval([1.0, 1.0, 1.0], [-1.0, 0.5, 0.4]) is None  # mean |G|^2 <= 0

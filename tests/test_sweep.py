@@ -10,7 +10,7 @@ import pytest
 
 from helpers import mounted_tmpfs
 from lars_jax import configs, sweep
-from lars_jax.errors import EXIT_USAGE
+from lars_jax.errors import EXIT_USAGE, NonFiniteLossError
 from lars_jax.sweep import critical_batch  # noqa: F401 - sweep.critical_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +88,7 @@ def test_a_diverged_cell_is_recorded_and_skipped_on_rerun(tmp_path, monkeypatch)
     def diverge(config, workdir):
         calls.append(workdir)
         os.makedirs(workdir, exist_ok=True)
-        raise train.NonFiniteLossError("loss is nan at step 3: training diverged; no checkpoint was written yet.")
+        raise NonFiniteLossError("loss is nan at step 3: training diverged; no checkpoint was written yet.")
 
     monkeypatch.setattr(train, "train_and_evaluate", diverge)
     s = load_sweep()

@@ -215,20 +215,20 @@ def test_a_line_covers_the_oldest_steps_the_device_finished():
 
 
 def test_noise_scale_tail_sums_only_its_own_window_across_resumes():
-    from lars_jax import loop
+    from lars_jax import reporting
     step = lambda s, v: (s, {"noise_scale": {"grad_sq": v, "trace_sigma": 10 * v}})  # noqa: E731
-    first = loop.NoiseScaleTail(10)  # a run stopped at step 10: its tail is steps 9-10
+    first = reporting.NoiseScaleTail(10)  # a run stopped at step 10: its tail is steps 9-10
     first.add([step(s, 1.0) for s in range(1, 11)])
     assert first.result()["steps"] == 2 and first.result()["from_step"] == 9
     # The same run continued to 20 (tail: steps 17-20): step 9-10's sums belong to no part of it.
-    longer = loop.NoiseScaleTail(20, {"noise_scale_tail": first.progress()})
+    longer = reporting.NoiseScaleTail(20, {"noise_scale_tail": first.progress()})
     longer.add([step(s, 2.0) for s in range(11, 21)])
     assert longer.result() == {"b_simple": 10.0, "b_simple_interval": [10.0, 10.0], "grad_sq": 2.0,
                                "trace_sigma": 20.0, "steps": 4, "from_step": 17}
     # Resumed inside its own window (checkpoint at 18): the saved sums carry on.
-    part = loop.NoiseScaleTail(20)
+    part = reporting.NoiseScaleTail(20)
     part.add([step(s, 2.0) for s in range(1, 19)])
-    resumed = loop.NoiseScaleTail(20, {"noise_scale_tail": part.progress()})
+    resumed = reporting.NoiseScaleTail(20, {"noise_scale_tail": part.progress()})
     resumed.add([step(s, 4.0) for s in (19, 20)])
     assert resumed.result()["steps"] == 4 and resumed.result()["grad_sq"] == 3.0 and resumed.result()["from_step"] == 17
 

@@ -7,7 +7,7 @@ import time
 
 import ml_collections
 
-from lars_jax.errors import ConfigError
+from lars_jax.errors import ConfigError, NonFiniteLossError
 from lars_jax.sweep.events import read_scalars
 from lars_jax.workdir import read_json, write_text
 
@@ -29,7 +29,7 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
     status, message, results = "ok", "", {}
     try:
         results = train.train_and_evaluate(cell.config, cell_dir)
-    except train.NonFiniteLossError as e:
+    except NonFiniteLossError as e:
         status, message = "diverged", str(e).split(";")[0]
     if results.get("preempted"):
         raise KeyboardInterrupt(f"cell {cell.name} was stopped by SIGTERM")
