@@ -174,14 +174,14 @@ def main(argv):
         cli._fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
     import jax
 
+    from lars_jax import data, train
+
     try:
         config, note = measuring_config(FLAGS.config, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
                                         num_devices=jax.device_count())
+        whole = train.batch_plan(config, data.get_info(config.data).num_train).total_steps
     except ConfigError as e:
         cli._fail(" ".join(str(e).split()), e.exit_code)
-    from lars_jax import data, train
-
-    whole = train.total_steps(config, data.get_info(config.data).num_train // config.global_batch_size)
     if whole < FLAGS.steps:
         cli._fail(f"--steps {FLAGS.steps}: the config's whole run at batch {config.global_batch_size} is {whole} "
                   f"steps; pass --steps <= {whole}", EXIT_USAGE)

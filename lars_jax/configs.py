@@ -24,6 +24,7 @@ import os
 
 import ml_collections
 
+from lars_jax import batching
 from lars_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
@@ -192,7 +193,7 @@ def validate(config, *, num_devices: int | None = None) -> None:
              f"{eval_batch} does not divide over the {workers} data-parallel devices; use a multiple of "
              f"{workers} (e.g. {max(workers, eval_batch // workers * workers)})")
     group = config.model.get("bn_group_size")
-    local = batch // per_step
+    local = batching.microbatch_size(batch, workers, k)
     _require(group is None or (group > 0 and local % group == 0), "model.bn_group_size",
              f"{group} must divide the per-device microbatch of {local} examples "
              f"(global_batch_size / devices / microbatches)")

@@ -26,21 +26,22 @@ from lars_jax.resume import flatten
 
 
 def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main: bool) -> dict:
-    """The loop from `start` to trainer.stop_step; returns the results dict (without wall time).
+    """The loop from `start` to trainer.plan.stop_step; returns the results dict (without wall time).
 
-    trainer: lars_jax.train.Trainer's pieces: config, mesh, steps_per_epoch, total_steps, stop_step,
+    trainer: lars_jax.train.Trainer's pieces: config, mesh, plan (a lars_jax.batching.BatchPlan),
     measures_noise_scale, the compiled train_step and eval_step, train_batches(start). state: the
     TrainState of step `start`; ckpt: a lars_jax.checkpoints.CheckpointManager; progress: its
     saved progress (the earlier invocations' seconds, images, noise-scale sums)."""
-    config, spe, stop = trainer.config, trainer.steps_per_epoch, trainer.stop_step
+    config, plan = trainer.config, trainer.plan
+    spe, stop = plan.steps_per_epoch, plan.stop_step
     eval_every, ckpt_every = config.loop.eval_every or spe, config.loop.checkpoint_every or spe
-    meter = Meter(config.global_batch_size, progress)
-    report = Reporter(workdir, is_main=is_main, total_steps=trainer.total_steps, steps_per_epoch=spe,
+    meter = Meter(plan.global_batch, progress)
+    report = Reporter(workdir, is_main=is_main, total_steps=plan.total_steps, steps_per_epoch=spe,
                       layer_stats_every=config.loop.layer_stats_every)
     if start == 0:
         report.hparams(flatten(config.to_dict()))
     logging.info("Training %s: steps %d to %d of %d (%d per epoch), global batch %d on %d devices in %d "
-                 "processes", config.name, start, stop, trainer.total_steps, spe, config.global_batch_size,
+                 "processes", config.name, start, stop, plan.total_steps, spe, plan.global_batch,
                  trainer.mesh.size, jax.process_count())
     if config.loop.noise_scale_decay is not None and not trainer.measures_noise_scale:
         logging.info("Gradient noise scale not measured: one data-parallel device and one microbatch give one "
@@ -114,16 +115,16 @@ def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main:
         preempted.close()
         report.close()
     return {
-        "config_name": config.name, "final_step": step, "total_steps": trainer.total_steps,
-        "stop_step": stop, "finished": step == trainer.total_steps, "epochs": step / spe, "preempted": stopped,
+        "config_name": config.name, "final_step": step, "total_steps": plan.total_steps,
+        "stop_step": stop, "finished": step == plan.total_steps, "epochs": plan.epochs(step), "preempted": stopped,
         "exit_code": preempted.exit_code if stopped else 0,
         "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
         "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
         **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
         "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
-        "images_per_second": meter.images_per_second(), "global_batch_size": config.global_batch_size,
+        "images_per_second": meter.images_per_second(), "global_batch_size": plan.global_batch,
         "num_devices": trainer.mesh.size, "num_processes": jax.process_count(), "resumed_from_step": start,
-        "noise_scale": tail.result(),
+        "noise_scale": tail.result(), "plan": plan.as_dict(),
     }
 
 

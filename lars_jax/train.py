@@ -22,7 +22,7 @@ import ml_collections
 import optax
 from absl import logging
 
-from lars_jax import configs, data, loop, models, optim, parallel, resume, schedules, steps, workdir as workdirs
+from lars_jax import batching, configs, data, loop, models, optim, parallel, resume, schedules, steps, workdir as workdirs
 from lars_jax.errors import ConfigError
 from lars_jax.resume import flatten
 from lars_jax.steps import TrainState
@@ -50,7 +50,8 @@ def bn_group_size(config, workers: int) -> int:
     """config.model.bn_group_size, or when None the per-device microbatch on `workers`
     data-parallel devices."""
     group = config.model.get("bn_group_size")
-    return group if group is not None else config.global_batch_size // (workers * config.mesh.microbatches)
+    return group if group is not None else batching.microbatch_size(config.global_batch_size, workers,
+                                                                     config.mesh.microbatches)
 
 
 def resolved_config(config, workers: int) -> dict:
@@ -69,31 +70,40 @@ def build_model(config, info: data.DatasetInfo, workers: int):
     return _as_config_error("model", models.create_model, config.model.name, num_classes=info.num_classes, **options)
 
 
-def total_steps(config, steps_per_epoch: int) -> int:
-    """config.schedule.total_steps when set, else round(num_epochs * steps_per_epoch) (at least 1)."""
-    if config.schedule.total_steps is not None:
-        return int(config.schedule.total_steps)
-    return max(1, round(config.schedule.num_epochs * steps_per_epoch))
-
-
 _SCHEDULE_ARGS = {"peak": "base_learning_rate", "warmup_steps": "warmup_epochs", "power": "poly_power",
                   "end": "end_learning_rate", "init": "warmup_init_learning_rate", "factor": "step_decay_factor",
                   "rule": "lr_scaling", "extra_decay_steps": "poly_extra_decay_steps"}
 
 
-def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
-    """config.schedule (and global_batch_size, for the scaling rule) -> the LR schedule of steps."""
+def batch_plan(config, num_train: int, *, workers: int = 1, processes: int = 1) -> batching.BatchPlan:
+    """config (global_batch_size, schedule, mesh.microbatches, loop.stop_after_steps) on `workers`
+    data-parallel devices fed by `processes` hosts, for a train split of num_train examples ->
+    the run's batching.BatchPlan."""
+    sc, batch = config.schedule, config.global_batch_size
+    if batch > num_train:
+        raise ConfigError(f"config.global_batch_size: {batch} exceeds the {num_train} training examples of "
+                          f"{config.data.name}; an epoch drops its incomplete last batch")
+    peak = _as_config_error("schedule", schedules.scaled_learning_rate, sc.base_learning_rate, batch,
+                            base_batch_size=sc.base_batch_size, rule=sc.lr_scaling, fields=_SCHEDULE_ARGS)
+    try:
+        return batching.make_plan(
+            num_train=num_train, global_batch=batch, workers=workers, processes=processes,
+            microbatches=config.mesh.microbatches, num_epochs=sc.num_epochs, total_steps=sc.total_steps,
+            warmup_epochs=sc.warmup_epochs, stop_after_steps=config.loop.stop_after_steps, peak_learning_rate=peak)
+    except ValueError as e:
+        arg, _, why = str(e).partition(": ")
+        if arg == "warmup_epochs":
+            raise ConfigError(f"config.schedule.warmup_epochs: {why}, or keep the schedule and stop early with "
+                              f"config.loop.stop_after_steps=N instead of shortening config.schedule.total_steps") from e
+        raise ConfigError(f"config.global_batch_size: {why}") from e
+
+
+def build_schedule(config, plan: batching.BatchPlan) -> optax.Schedule:
+    """config.schedule's shape (decay, power, end, init, step boundaries) over the plan's warmup,
+    total steps and peak learning rate."""
     sc = config.schedule
-    total = total_steps(config, steps_per_epoch)
-    warmup = round(sc.warmup_epochs * steps_per_epoch)
-    if warmup > total:
-        raise ConfigError(
-            f"config.schedule.warmup_epochs: {sc.warmup_epochs} epochs = {warmup} steps is longer than training "
-            f"({total} steps); use warmup_epochs <= {total / steps_per_epoch:g}, or keep the schedule and stop "
-            f"early with config.loop.stop_after_steps=N instead of shortening config.schedule.total_steps")
     build = lambda f, *a, **k: _as_config_error("schedule", f, *a, fields=_SCHEDULE_ARGS, **k)  # noqa: E731
-    peak = build(schedules.scaled_learning_rate, sc.base_learning_rate, config.global_batch_size,
-                 base_batch_size=sc.base_batch_size, rule=sc.lr_scaling)
+    peak, warmup, total = plan.peak_learning_rate, plan.warmup_steps, plan.total_steps
     init = sc.warmup_init_learning_rate
     if sc.decay == "poly":
         return build(schedules.warmup_poly, peak, warmup, total, power=sc.poly_power, end=sc.end_learning_rate,
@@ -101,7 +111,7 @@ def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     if sc.decay == "cosine":
         return build(schedules.warmup_cosine, peak, warmup, total, end=sc.end_learning_rate, init=init)
     if sc.decay == "step":
-        boundaries = tuple(round(e * steps_per_epoch) for e in sc.step_decay_epochs)
+        boundaries = tuple(batching.epochs_to_steps(e, plan.steps_per_epoch) for e in sc.step_decay_epochs)
         return build(schedules.warmup_step, peak, warmup, boundaries, factor=sc.step_decay_factor, init=init)
     if sc.decay == "constant":
         return build(schedules.warmup_constant, peak, warmup, init=init)
@@ -142,16 +152,11 @@ class Trainer:
         self.mesh = mesh or parallel.make_mesh(model=config.mesh.model)
         self.config = config
         self.info = info or data.get_info(config.data)
-        if config.global_batch_size > self.info.num_train:
-            raise ConfigError(
-                f"config.global_batch_size: {config.global_batch_size} exceeds the {self.info.num_train} "
-                f"training examples of {config.data.name}; an epoch drops its incomplete last batch")
-        self.steps_per_epoch = self.info.num_train // config.global_batch_size
-        self.schedule = build_schedule(config, self.steps_per_epoch)
+        self.plan = batch_plan(config, self.info.num_train, workers=parallel.data_size(self.mesh),
+                               processes=jax.process_count())
+        self.schedule = build_schedule(config, self.plan)
         self.tx = build_optimizer(config, self.schedule)
-        self.total_steps = total_steps(config, self.steps_per_epoch)
-        self.stop_step = min(self.total_steps, config.loop.stop_after_steps or self.total_steps)
-        self.model = build_model(config, self.info, parallel.data_size(self.mesh))
+        self.model = build_model(config, self.info, self.plan.workers)
         repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
         self.state_sharding = parallel.state_shardings(jax.eval_shape(self.init_state), self.mesh)
         step = steps.make_train_step(
@@ -189,8 +194,7 @@ class Trainer:
                 "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
 
     def train_batches(self, start_step: int):
-        local = parallel.local_batch_size(self.config.global_batch_size)
-        it = data.train_iterator(self.config.data, seed=self.config.seed, local_batch_size=local,
+        it = data.train_iterator(self.config.data, seed=self.config.seed, local_batch_size=self.plan.per_process_batch,
                                  process_index=jax.process_index(), process_count=jax.process_count(),
                                  start_step=start_step)
         previous = None
@@ -202,7 +206,7 @@ class Trainer:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_changes=(),
                        wait_for_workdir: bool = False) -> dict:
-    """Trains from workdir's newest intact checkpoint to step `Trainer.stop_step`, evaluates and
+    """Trains from workdir's newest intact checkpoint to step `Trainer.plan.stop_step`, evaluates and
     writes results.json (strict JSON); returns the results.
 
     The config, the data and the workdir are checked before anything in the workdir is touched;
@@ -245,7 +249,7 @@ def _resume_and_train(trainer: Trainer, workdir: str, allow_changes) -> dict:
     config, is_main = trainer.config, jax.process_index() == 0
     results_path = os.path.join(workdir, workdirs.RESULTS)
     record, fresh = resume.Record(workdir), not resume.started(workdir)
-    resolved = resolved_config(config, parallel.data_size(trainer.mesh))
+    resolved = resolved_config(config, trainer.plan.workers)
     changes = record.check(flatten(resolved), fresh=fresh, allowed=allow_changes, fixed=Trainer.STATE_FIELDS,
                            derived={"model.bn_group_size": config.model.get("bn_group_size")},
                            num_devices=trainer.mesh.size)
@@ -258,7 +262,7 @@ def _resume_and_train(trainer: Trainer, workdir: str, allow_changes) -> dict:
         if is_main:
             record.keep_config(resolved, fresh=fresh)
         previous = workdirs.read_json(results_path)
-        if start >= trainer.stop_step and previous and previous.get("final_step") == start:
+        if start >= trainer.plan.stop_step and previous and previous.get("final_step") == start:
             logging.info("%s already holds the results of step %d (the run's last); left as they are. To train "
                          "further, raise config.loop.stop_after_steps, or lengthen the schedule (config.schedule."
                          "num_epochs / total_steps) with --allow_config_change naming the field.", workdir, start)

@@ -36,6 +36,11 @@ def small_config(**overrides):
     return c
 
 
+def steps_plan(config, steps_per_epoch: int, **kwargs):
+    """train.batch_plan for a train split of exactly `steps_per_epoch` global batches."""
+    return train.batch_plan(config, steps_per_epoch * config.global_batch_size, **kwargs)
+
+
 def run_steps(config, n, devices=None):
     """(state, last metrics) as numpy after n train steps on `devices` (default: all)."""
     trainer = train.Trainer(config, mesh=parallel.make_mesh(devices, model=config.mesh.model))

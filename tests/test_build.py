@@ -5,6 +5,7 @@ import pytest
 
 from lars_jax import configs, data, models, optim, train
 from lars_jax.errors import ConfigError
+from helpers import steps_plan
 from test_optim import random_tree, run_tx
 
 
@@ -20,7 +21,7 @@ def test_each_optimizer_is_its_factory_called_with_its_part(name, sgd_nesterov, 
                                                          sgd=dict(momentum=0.8, weight_decay=1e-3, nesterov=sgd_nesterov)),
                   schedule=dict(base_learning_rate=0.4, base_batch_size=256, lr_scaling="linear", warmup_epochs=1,
                                 num_epochs=4, decay="poly"))
-    schedule = train.build_schedule(config, steps_per_epoch=10)
+    schedule = train.build_schedule(config, steps_plan(config, 10))
     assert float(schedule(10)) == pytest.approx(1.6)  # 0.4 * 1024 / 256 at the end of warmup
     tx = train.build_optimizer(config, schedule)
     expected = {
@@ -36,13 +37,13 @@ def test_each_optimizer_is_its_factory_called_with_its_part(name, sgd_nesterov, 
 
 def test_schedule_length_from_epochs_or_total_steps():
     config = base(schedule=dict(base_learning_rate=2.0, warmup_epochs=2, num_epochs=10, decay="poly", poly_power=2.0))
-    s = train.build_schedule(config, steps_per_epoch=50)
-    assert train.total_steps(config, 50) == 500
+    s = train.build_schedule(config, steps_plan(config, 50))
+    assert steps_plan(config, 50).total_steps == 500
     assert float(s(100)) == pytest.approx(2.0)
     assert float(s(300)) == pytest.approx(2.0 * 0.25, rel=1e-6)
     config.schedule.total_steps = 120
-    s = train.build_schedule(config, steps_per_epoch=50)
-    assert train.total_steps(config, 50) == 120 and float(s(110)) == pytest.approx(2.0 * (1 - 10 / 20) ** 2, rel=1e-6)
+    s = train.build_schedule(config, steps_plan(config, 50))
+    assert steps_plan(config, 50).total_steps == 120 and float(s(110)) == pytest.approx(2.0 * (1 - 10 / 20) ** 2, rel=1e-6)
 
 
 @pytest.mark.parametrize("parts,message", [
@@ -62,7 +63,7 @@ def test_schedule_length_from_epochs_or_total_steps():
 def test_a_bad_value_names_its_field(parts, message):
     config = base(**parts)
     with pytest.raises(ConfigError) as info:
-        train.build_optimizer(config, train.build_schedule(config, steps_per_epoch=100))
+        train.build_optimizer(config, train.build_schedule(config, steps_plan(config, 100)))
     assert message in str(info.value)
 
 

@@ -39,6 +39,7 @@ def test_microbatch_memory_scales_with_the_piece_not_the_batch():
     for k in (1, 8):
         c = small_config(global_batch_size=16 * 8 * k, mesh__microbatches=k, mesh__microbatch_unroll=False)
         trainer = train.Trainer(c, info=FMNIST)
+        assert trainer.plan.microbatch_size == 16
         compiled = trainer.train_step.lower(jax.eval_shape(trainer.init_state), trainer.abstract_batch()).compile()
         sizes[k] = compiled.memory_analysis().temp_size_in_bytes
     print(f"temp bytes: k=1 {sizes[1]:,}, k=8 (8x the batch) {sizes[8]:,}")
@@ -182,6 +183,7 @@ def test_model_axis_splits_dense_kernels_and_matches_one_device():
     config.mesh.model = 2  # 4 data-parallel workers x 2-way split of fc1's kernel
     trainer = train.Trainer(config)
     assert dict(trainer.mesh.shape) == {"data": 4, "model": 2}
+    assert (trainer.plan.workers, trainer.plan.per_device_batch) == (4, 16)  # the model axis feeds no batch
     state = trainer.sharded_init_state()
     assert state.params["fc1"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
     assert state.params["conv1"]["kernel"].sharding.is_fully_replicated

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from helpers import steps_plan
 from lars_jax import configs, data, parallel, schedules, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +69,8 @@ def test_config_loads_validates_and_matches_its_name(path):
     # Warmup fits in training, and the schedule builds for the dataset's epoch length.
     info = info_for(config)
     spe = max(1, info.num_train // config.global_batch_size)
-    schedule, total = train.build_schedule(config, spe), train.total_steps(config, spe)
+    plan = steps_plan(config, spe)
+    schedule, total = train.build_schedule(config, plan), plan.total_steps
     assert total == round(config.schedule.num_epochs * spe)
     assert math.isfinite(float(schedule(total // 2)))
     train.build_optimizer(config, schedule)  # every optimizer argument in range

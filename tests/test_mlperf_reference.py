@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import steps_plan
 from lars_jax import configs, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +106,7 @@ def test_config_sets_the_reference_values_outside_the_optimizer(config):
     assert config.loss.label_smoothing == 0.1  # the reference's run commands pass --label_smoothing=0.1
     steps_per_epoch = reference_steps_per_epoch(config.global_batch_size)
     assert steps_per_epoch == 39
-    assert train.total_steps(config, steps_per_epoch) == steps_per_epoch * reference_train_epochs(TRAIN_EPOCHS)
+    assert steps_plan(config, steps_per_epoch).total_steps == steps_per_epoch * reference_train_epochs(TRAIN_EPOCHS)
 
 
 def test_schedule_matches_the_reference_at_batch_32k(config):
@@ -115,7 +116,7 @@ def test_schedule_matches_the_reference_at_batch_32k(config):
     points = {"step 0": 0, "mid-warmup": warmup // 2, "end of warmup": warmup,
               "mid-decay": warmup + (total - warmup) // 2, "last step": total - 1}
     with jax.enable_x64(True):
-        schedule = jax.jit(train.build_schedule(config, spe))
+        schedule = jax.jit(train.build_schedule(config, steps_plan(config, spe)))
         got = {k: float(schedule(np.int32(s))) for k, s in points.items()}  # optax counts in int32
     for name, step in points.items():
         want = reference_learning_rate(step, batch_size=config.global_batch_size, steps_per_epoch=spe,
@@ -130,7 +131,7 @@ def test_lars_matches_the_reference_over_the_whole_schedule_with_a_zero_gradient
     with jax.enable_x64(True):
         params = random_tree(rng, 1.0)
         grads_seq = [random_tree(rng, 10.0 ** rng.uniform(-3, 1), zero=(ZERO_GRAD,)) for _ in range(steps)]
-        tx = train.build_optimizer(config, train.build_schedule(config, spe))
+        tx = train.build_optimizer(config, train.build_schedule(config, steps_plan(config, spe)))
         state, update = tx.init(params), jax.jit(tx.update)
         got, w = [], params
         for grads in grads_seq:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import mounted_tmpfs
-from lars_jax import configs, sweep
+from lars_jax import configs, sweep, train
 from lars_jax.errors import EXIT_USAGE, NonFiniteLossError
 from lars_jax.sweep import critical_batch  # noqa: F401 - sweep.critical_batch
 
@@ -42,13 +42,17 @@ def test_default_grid_is_the_one_the_issue_asks_for():
     assert all(c.global_batch_size % c.model.bn_group_size == 0 for c in cells)
 
 
+def peak_learning_rate(config) -> float:
+    return train.batch_plan(config, num_train=60000).peak_learning_rate
+
+
 def test_cell_config_scales_the_learning_rate_by_the_stated_rule():
     s = load_sweep()
     big = sweep.cell_config(s, "sgd_goyal", 16384, 1.0, 0, 60000)
     assert big.global_batch_size == 16384
-    assert sweep.peak_learning_rate(big) == pytest.approx(0.1 * 16384 / 256)  # Goyal et al.: 0.1 x B / 256
+    assert peak_learning_rate(big) == pytest.approx(0.1 * 16384 / 256)  # Goyal et al.: 0.1 x B / 256
     half = sweep.cell_config(s, "sgd_goyal", 16384, 0.5, 1, 60000)
-    assert sweep.peak_learning_rate(half) == pytest.approx(0.5 * sweep.peak_learning_rate(big))
+    assert peak_learning_rate(half) == pytest.approx(0.5 * peak_learning_rate(big))
     assert half.seed == 1
     a = sweep.Cell("sgd_goyal", 16384, 1.0, 0, big)
     b = sweep.Cell("sgd_goyal", 16384, 0.5, 1, half)
@@ -268,7 +272,9 @@ def test_quick_sweep_end_to_end_then_rerun_skips_every_cell(tmp_path):
         # batch 256 runs in 8 pieces of one BN group: the noise scale is measured there only
         assert bool(c["b_simple_curve"]) == (c["batch_size"] in s.noise_scale_batch_sizes), c
         assert c["final_step"] == s.base.schedule.total_steps
-        assert os.path.exists(os.path.join(c["workdir"], "results.json"))
+        with open(os.path.join(c["workdir"], "results.json")) as f:
+            plan = json.load(f)["plan"]  # the record's LR and epoch length are the Trainer's plan
+        assert (c["peak_learning_rate"], c["steps_per_epoch"]) == (plan["peak_learning_rate"], plan["steps_per_epoch"])
         assert any(f.startswith("events.out.tfevents") for f in os.listdir(c["workdir"]))
     assert len(doc["summary"]) == len(s.batch_sizes) * len(s.optimizer_order)
     for row in doc["summary"]:

@@ -64,6 +64,12 @@ def test_cli_end_to_end_then_resume(tmp_path):
                 "global_batch_size", "num_devices", "num_processes", "config_name"):
         assert key in results
     assert results["final_step"] == 4 and results["num_devices"] == 8 and results["test_examples"] == 10000
+    # The batch plan the run used: 64 over 8 devices; Fashion-MNIST's 60,000 train images in whole batches.
+    assert results["plan"]["steps_per_epoch"] == 937 and results["epochs"] == 4 / 937
+    assert {k: results["plan"][k] for k in ("global_batch", "processes", "workers", "microbatches", "total_steps",
+                                            "stop_step", "per_device_batch", "microbatch_size")} == {
+        "global_batch": 64, "processes": 1, "workers": 8, "microbatches": 1, "total_steps": 4, "stop_step": 4,
+        "per_device_batch": 8, "microbatch_size": 8}
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["resumed_from_step"] == 0
     assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
@@ -87,6 +93,7 @@ def test_cli_end_to_end_then_resume(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed_from_step"] == 4 and results["final_step"] == 6
     assert results["config_changes"] == [{"from_step": 4, "changes": {"schedule.total_steps": [4, 6]}}]
+    assert results["plan"]["total_steps"] == results["plan"]["stop_step"] == 6
     assert "step 2/6" not in second.stderr and "step 6/6" in second.stderr
 
 

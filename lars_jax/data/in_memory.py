@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from lars_jax import batching
 from lars_jax.data import augment, base, indexing, tfds_util
 from lars_jax.data.base import Split
 from lars_jax.errors import ConfigError
@@ -41,7 +42,7 @@ def train_batches(split: Split, prep: Preprocessing, *, seed: int, augment_image
     """
     num_train = len(split.labels)
     global_batch = local_batch_size * process_count
-    indexing.steps_per_epoch(num_train, global_batch)  # fail at the call, not at the first next()
+    batching.steps_per_epoch(num_train, global_batch)  # fail at the call, not at the first next()
     mine = slice(process_index * local_batch_size, (process_index + 1) * local_batch_size)
 
     def batches():

@@ -14,15 +14,11 @@ import functools
 
 import numpy as np
 
+from lars_jax.batching import steps_per_epoch
+
 # Separate random streams for the permutation and for augmentation, so neither shifts the other.
 PERMUTATION_STREAM = 0
 AUGMENT_STREAM = 1
-
-
-def steps_per_epoch(num_train: int, global_batch: int) -> int:
-    if global_batch > num_train:
-        raise ValueError(f"global batch {global_batch} exceeds the {num_train} train examples")
-    return num_train // global_batch
 
 
 @functools.lru_cache(maxsize=2)  # the current and the previous epoch are all a loop needs

@@ -38,7 +38,7 @@ import lars_jax
 lars_jax.quiet_tensorflow()
 
 from lars_jax.sweep.cells import (Cell, apply_quick, cell_config, extra_seed_batches, optimizer_config,  # noqa: E402
-                                  peak_learning_rate, plan, selection_score, steps_per_epoch)
+                                  plan, selection_score)
 from lars_jax.sweep.cli import main  # noqa: E402
 from lars_jax.sweep.events import read_scalars  # noqa: E402
 from lars_jax.sweep.plots import (ACCURACY_PNG, NOISE_PNG, TRUST_PNG, plot_accuracy,  # noqa: E402

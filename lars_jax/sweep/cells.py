@@ -7,7 +7,7 @@ import math
 
 import ml_collections
 
-from lars_jax import configs
+from lars_jax import batching, configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +31,6 @@ def apply_quick(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return sweep
 
 
-def steps_per_epoch(num_train: int, batch_size: int) -> int:
-    return num_train // batch_size  # the train split drops each epoch's incomplete last batch
-
-
 def optimizer_config(sweep, optimizer: str) -> ml_collections.ConfigDict:
     """The base config with one optimizer's overrides: what every cell of that optimizer shares."""
     return configs.merge(ml_collections.ConfigDict(sweep.base.to_dict()), sweep.optimizers[optimizer].overrides)
@@ -47,9 +43,8 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
     c.global_batch_size = batch_size
     c.seed = seed
     c.schedule.base_learning_rate = float(c.schedule.base_learning_rate) * float(lr_multiplier)
-    spe = steps_per_epoch(num_train, batch_size)
-    sc = c.schedule
-    total = sc.total_steps if sc.total_steps is not None else max(1, round(sc.num_epochs * spe))
+    spe = batching.steps_per_epoch(num_train, batch_size)
+    total = batching.schedule_steps(spe, num_epochs=c.schedule.num_epochs, total_steps=c.schedule.total_steps)
     # About `log_points` logged points per run: TensorBoard curves (and LARS layer statistics,
     # logged at the same steps) without fetching every step's metrics.
     c.loop.log_every = max(1, total // sweep.log_points)
@@ -64,13 +59,6 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
         c.mesh.microbatches = batch_size // sweep.max_microbatch_size
     c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
     return c
-
-
-def peak_learning_rate(config) -> float:
-    from lars_jax import schedules
-    sc = config.schedule
-    return schedules.scaled_learning_rate(sc.base_learning_rate, config.global_batch_size,
-                                          base_batch_size=sc.base_batch_size, rule=sc.lr_scaling)
 
 
 def plan(sweep) -> list[tuple[str, int]]:

@@ -11,8 +11,7 @@ from lars_jax.errors import ConfigError, NonFiniteLossError
 from lars_jax.sweep.events import read_scalars
 from lars_jax.workdir import read_json, write_text
 
-from lars_jax.sweep.cells import (Cell, cell_config, extra_seed_batches, peak_learning_rate, plan,
-                                  selection_score, steps_per_epoch)
+from lars_jax.sweep.cells import Cell, cell_config, extra_seed_batches, plan, selection_score
 from lars_jax.sweep.report import write_outputs
 
 
@@ -26,6 +25,7 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
         record["skipped"] = True
         return record
     t0 = time.time()
+    batches = train.batch_plan(cell.config, num_train)  # the Trainer's own plan, known for a diverged cell too
     status, message, results = "ok", "", {}
     try:
         results = train.train_and_evaluate(cell.config, cell_dir)
@@ -33,17 +33,16 @@ def run_cell(cell: Cell, workdir: str, num_train: int) -> dict:
         status, message = "diverged", str(e).split(";")[0]
     if results.get("preempted"):
         raise KeyboardInterrupt(f"cell {cell.name} was stopped by SIGTERM")
-    spe = steps_per_epoch(num_train, cell.batch_size)
     record = {
         "cell": cell.name, "optimizer": cell.optimizer, "batch_size": cell.batch_size,
         "lr_multiplier": cell.lr_multiplier, "seed": cell.seed,
         "base_learning_rate": cell.config.schedule.base_learning_rate, "lr_scaling": cell.config.schedule.lr_scaling,
-        "base_batch_size": cell.config.schedule.base_batch_size, "peak_learning_rate": peak_learning_rate(cell.config),
+        "base_batch_size": cell.config.schedule.base_batch_size, "peak_learning_rate": batches.peak_learning_rate,
         "status": status, "message": message,
         "validation_accuracy": results.get("validation_accuracy"), "validation_loss": results.get("validation_loss"),
         "test_accuracy": results.get("test_accuracy"), "test_loss": results.get("test_loss"),
         "train_loss": results.get("train_loss"), "final_step": results.get("final_step"),
-        "steps_per_epoch": spe, "epochs": results.get("epochs"),
+        "steps_per_epoch": batches.steps_per_epoch, "epochs": results.get("epochs"),
         "wall_seconds": time.time() - t0, "images_per_second": results.get("images_per_second"),
         "workdir": cell_dir, "skipped": False, "noise_scale": results.get("noise_scale"),
         # the curves the critical-batch fit and the noise-scale plot read, from the TensorBoard events
