@@ -3,6 +3,7 @@
 with another batch, learning rate or device count)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,3 +139,12 @@ def test_every_field_a_resume_may_change_is_a_config_field_that_changes_no_numbe
     assert not [f for f in resume.MAY_CHANGE if f.split(".")[0] in ("data", "model", "optimizer", "schedule",
                                                                       "loss", "seed", "global_batch_size")]
     assert "loop.log_every_seconds" in resume.MAY_CHANGE  # console lines by time: what is logged
+
+
+def test_failures_md_lists_exactly_the_fields_a_resume_may_change():
+    from lars_jax import resume
+
+    with open(os.path.join(helpers.ROOT, "docs", "failures.md")) as f:
+        text = " ".join(f.read().split())
+    listed = text.split("may change freely: ", 1)[1].split("(`MAY_CHANGE`", 1)[0]
+    assert set(re.findall(r"`([\w.]+)`", listed)) == set(resume.MAY_CHANGE)
