@@ -60,6 +60,18 @@ def test_notebook_is_valid_with_cell_ids_and_its_source_parameter_on_top(name):
     assert all(line.startswith("    ") for line in setup.splitlines() if line.lstrip().startswith("!"))
 
 
+def test_scaling_notebooks_colab_device_list_is_the_packaged_devices():
+    import ast
+
+    from lars_jax import scaling
+
+    nb = nbformat.read(os.path.join(NOTEBOOK_DIR, "scaling.ipynb"), as_version=4)
+    line = next(line for c in nb.cells for line in c.source.splitlines() if line.startswith("DEVICE = "))
+    offered = ast.literal_eval(line.split("#@param", 1)[1].strip())
+    # the widget's list (the cell's interact call) leaves out the DGX-1 node as well
+    assert offered == [name for name in scaling.DEVICES if name != "DGX-1"]
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n != "scaling.ipynb" else n
                                   for n in NOTEBOOKS])  # the two that train: beyond the quick tier
 def test_notebook_runs_headless_and_shows_its_result(name, tmp_path):
