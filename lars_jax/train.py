@@ -93,8 +93,9 @@ def batch_plan(config, num_train: int, *, workers: int = 1, processes: int = 1) 
     except ValueError as e:
         arg, _, why = str(e).partition(": ")
         if arg == "warmup_epochs":
-            raise ConfigError(f"config.schedule.warmup_epochs: {why}, or keep the schedule and stop early with "
-                              f"config.loop.stop_after_steps=N instead of shortening config.schedule.total_steps") from e
+            raise ConfigError(f"config.schedule.warmup_epochs: {why}, or keep the schedule and stop early "
+                              f"with config.loop.stop_after_steps=N instead of shortening "
+                              f"config.schedule.total_steps") from e
         raise ConfigError(f"config.global_batch_size: {why}") from e
 
 

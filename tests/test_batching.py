@@ -41,7 +41,8 @@ def test_plan_matches_a_walk_of_the_data_pipeline(case):
     # Every process's rows, in process order, make the global batch; an epoch is exactly
     # steps_per_epoch of them, distinct, before the next epoch's permutation starts.
     assert plan.per_process_batch * c["processes"] == b
-    assert plan.microbatch_size * c["microbatches"] == plan.per_device_batch and plan.per_device_batch * c["workers"] == b
+    assert plan.per_device_batch * c["workers"] == b
+    assert plan.microbatch_size * c["microbatches"] == plan.per_device_batch
 
     def rows(step):
         return np.concatenate([indexing.train_indices(seed, step, n, local_batch_size=plan.per_process_batch,
@@ -64,8 +65,10 @@ def test_as_dict_holds_the_fields_and_the_derived_batches():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(global_batch=90, processes=4, workers=4), "global_batch: 90 does not divide over 4 processes"),
-    (dict(global_batch=72, workers=8, microbatches=2), "global_batch: 72 does not divide over 8 devices x 2 microbatches"),
-    (dict(global_batch=64, warmup_epochs=3.0), "warmup_epochs: 3.0 epochs = 45 steps is longer than training (30 steps)"),
+    (dict(global_batch=72, workers=8, microbatches=2),
+     "global_batch: 72 does not divide over 8 devices x 2 microbatches"),
+    (dict(global_batch=64, warmup_epochs=3.0),
+     "warmup_epochs: 3.0 epochs = 45 steps is longer than training (30 steps)"),
     (dict(global_batch=2000), "global batch 2000 exceeds the 1000 train examples"),
 ])
 def test_a_batch_that_does_not_split_is_refused_naming_the_argument(kwargs, message):

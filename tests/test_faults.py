@@ -56,7 +56,7 @@ def _config_file(tmp_path, text):
 
 DICT_CONFIG = "def get_config():\n    return {'global_batch_size': 64, 'schedule': {'total_steps': 4}}\n"
 # name -> (argv builder(tmp_path) -> (argv, extra), what the line must name); all exit 2. extra:
-# "workdir" (a file / under a file / empty) and "bare" (no overrides: the config file alone)
+# "workdir" (a file / under a file / empty / None: the flag left out) and "bare" (no overrides: the config file alone)
 BAD_INPUTS = {
     "unknown_field": (lambda t: (["--config.nonexistent=1"], {}), ["--config.nonexistent", "no field"]),
     "missing_config": (lambda t: (["--config", str(t / "nope.py")], {}), ["nope.py", "no such file"]),
@@ -69,6 +69,7 @@ BAD_INPUTS = {
         ["get_config() returned a dict", "must return an ml_collections.ConfigDict"]),
     "workdir_is_a_file": (lambda t: ([], {"workdir": "file"}), ["not a directory"]),
     "workdir_empty": (lambda t: ([], {"workdir": ""}), ["--workdir is empty"]),
+    "workdir_missing": (lambda t: ([], {"workdir": None}), ["--workdir must have a value"]),
     "workdir_under_a_file": (lambda t: ([], {"workdir": "under_a_file"}), ["is not a directory"]),
     "eval_batch_not_dividing": (lambda t: (["--config.loop.eval_batch_size=100"], {}),
                                 ["config.loop.eval_batch_size", "multiple of 8"]),
@@ -98,8 +99,8 @@ def test_every_mistake_is_one_line_before_anything_compiles(tmp_path, case):
     if "--config" in argv:  # another config file instead of the default
         config, argv = argv[1], argv[2:]
     overrides = () if extra.get("bare") else (*helpers.SMALL, "--config.schedule.total_steps=4")
-    cmd = [sys.executable, "-m", "lars_jax.main", "--config", config,
-           "--workdir", "" if extra.get("workdir") == "" else str(workdir), *overrides, *argv]
+    given = {"": ["--workdir", ""], None: []}.get(extra.get("workdir", "dir"), ["--workdir", str(workdir)])
+    cmd = [sys.executable, "-m", "lars_jax.main", "--config", config, *given, *overrides, *argv]
     before = sorted(os.listdir(tmp_path))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
                           env=helpers.environment(8, PYTHONPATH=helpers.ROOT))
