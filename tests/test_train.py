@@ -261,6 +261,15 @@ def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
         assert signal.getsignal(signal.SIGINT) is before
     finally:
         signal.signal(signal.SIGINT, previous)
+    # A SIGINT ignored at start (a background job of a non-interactive shell) stays ignored.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        background = loop.PreemptionWatch()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert not background(1) and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        background.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     terminated = loop.PreemptionWatch()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
