@@ -74,18 +74,18 @@ def run(workdir, *overrides, devices: int = 8, timeout: float = 300, env=None):
                           env=environment(devices, **(env or {})))
 
 
-def _sigint_as_at_a_prompt():
-    # A run started at a shell prompt gets Ctrl-C; this test session may itself be a background job
-    # of a non-interactive shell, which ignores SIGINT, and the child would inherit that.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(workdir, *overrides, devices: int, log_path, **extra_env) -> subprocess.Popen:
     """A background run whose stdout+stderr go to log_path; SIGINT reaches it as it would a run
     started at a shell prompt."""
     log = open(log_path, "w")
-    return subprocess.Popen(command(workdir, *overrides), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env=environment(devices, **extra_env), preexec_fn=_sigint_as_at_a_prompt)
+    # This session may be a background job of a non-interactive shell, which ignores SIGINT; an
+    # ignored signal stays ignored across exec, a handled one starts at its default there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command(workdir, *overrides), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=environment(devices, **extra_env))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_for(log_path, text, proc, timeout=240) -> None:
