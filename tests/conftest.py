@@ -10,11 +10,19 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+_CACHE_PREFIX = "lars_jax_test_jit_cache_"
+
 # One persistent compilation cache for the session, read by this process and inherited by every
 # `python -m lars_jax.main` subprocess: a step that many tests build (the same program) compiles once.
+# Under pytest-xdist (-n 2) the workers inherit the controller's folder and each takes its own
+# subfolder: JAX writes cache entries in place, so two processes must not share one.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lars_jax_test_jit_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=_CACHE_PREFIX)
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+elif os.environ.get("PYTEST_XDIST_WORKER") and os.path.basename(
+        os.environ["JAX_COMPILATION_CACHE_DIR"]).startswith(_CACHE_PREFIX):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["JAX_COMPILATION_CACHE_DIR"],
+                                                           os.environ["PYTEST_XDIST_WORKER"])
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

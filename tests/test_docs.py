@@ -59,7 +59,7 @@ RETRY_LOOP = ("while true; do\n"
 COMMANDS = {
     # README.md
     f"./setup.sh && .venv/bin/python -m lars_jax.main {FM} --workdir runs/fashion_mnist": Run(TINY, "results in"),
-    "./setup.sh && .venv/bin/python -m pytest -q": Skip("the test suite itself (CI runs exactly this)"),
+    "./setup.sh && .venv/bin/python -m pytest -q -n 2": Skip("the test suite itself (CI runs exactly this)"),
     '.venv/bin/python -m pytest -q -m "not slow"': Skip("the test suite's quick tier, a part of the suite itself"),
     f".venv/bin/python -m lars_jax.main {FM} --workdir runs/fm_4k --config.global_batch_size=4096 "
     "--config.schedule.base_learning_rate=10 --config.schedule.num_epochs=10":
