@@ -57,7 +57,9 @@ def execute(nb, *, cwd: str, figures: str, echo=print, timeout: int = 3600) -> l
                                resources={"metadata": {"path": cwd}})
         try:
             client.execute()
-        finally:  # nbclient leaves a kernel it was given running
+        finally:  # nbclient leaves a kernel it was given running, and its client listening
+            if client.kc is not None:
+                client.kc.stop_channels()
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
     return client.written
