@@ -52,6 +52,7 @@ def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main:
     window: list[tuple[int, dict]] = []  # fetched since the last log_every point (TensorBoard's window)
     lines = LineClock(config.loop.log_every_seconds)
     eval_metrics: dict = {}
+    evaluated_at = None  # the step eval_metrics belong to
     train_loss = progress.get("train_loss", math.nan)
     batches = trainer.train_batches(start)
     step, stopped = start, False
@@ -102,14 +103,15 @@ def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main:
                                 ckpt.directory, preempted.exit_code)
                 break
             if evaluate_now:
-                eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=last)
+                eval_metrics, evaluated_at = evaluate_all(trainer.eval_step, state, config, trainer.mesh,
+                                                          final=last), step
                 report.eval(step, eval_metrics)
             if save_now:
                 ckpt.save(step, state, progress)
             meter.restart_window()
         ckpt.wait()
         if not eval_metrics and not stopped:  # resumed at the last step: evaluate what was restored
-            eval_metrics = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=True)
+            eval_metrics, evaluated_at = evaluate_all(trainer.eval_step, state, config, trainer.mesh, final=True), step
             report.eval(step, eval_metrics)
     finally:
         preempted.close()
@@ -119,7 +121,7 @@ def run(trainer, state, start: int, ckpt, workdir: str, progress: dict, is_main:
         "stop_step": stop, "finished": step == plan.total_steps, "epochs": plan.epochs(step), "preempted": stopped,
         "exit_code": preempted.exit_code if stopped else 0,
         "test_accuracy": eval_metrics.get("test_accuracy"), "test_loss": eval_metrics.get("test_loss"),
-        "test_examples": eval_metrics.get("test_examples"), "train_loss": train_loss,
+        "test_examples": eval_metrics.get("test_examples"), "evaluated_at_step": evaluated_at, "train_loss": train_loss,
         **{k: v for k, v in eval_metrics.items() if k.startswith("validation_")},
         "train_seconds": meter.train_seconds, "compile_seconds": meter.compile_seconds,
         "images_per_second": meter.images_per_second(), "global_batch_size": plan.global_batch,

@@ -174,12 +174,20 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpfull lists them)", EXIT_USAGE)
     results = train_with_flags(FLAGS.config)
-    accuracy = results.get("test_accuracy")
-    logging.info("Done at step %d of %d%s; %s", results["final_step"], results["total_steps"],
-                 f", test accuracy {accuracy:.4f}" if accuracy is not None else "",
-                 "stopped: rerun the same command to resume" if results.get("preempted")
-                 else f"results in {os.path.join(FLAGS.workdir, 'results.json')}")
+    logging.info("%s", done_line(results, FLAGS.workdir))
     return results.get("exit_code", 0)
+
+
+def done_line(results: dict, workdir: str) -> str:
+    """The run's last console line: where it stopped, the latest test accuracy (with its step when
+    that is not the last one, as after a stop between evaluations) and what to do next."""
+    line = f"Done at step {results['final_step']} of {results['total_steps']}"
+    accuracy, at = results.get("test_accuracy"), results.get("evaluated_at_step")
+    if accuracy is not None:
+        line += f", test accuracy {accuracy:.4f}"
+        line += f" (evaluated at step {at})" if at not in (None, results["final_step"]) else ""
+    return line + ("; stopped: rerun the same command to resume" if results.get("preempted")
+                   else f"; results in {os.path.join(workdir, 'results.json')}")
 
 
 def run() -> None:

@@ -63,7 +63,8 @@ def test_cli_end_to_end_then_resume(tmp_path):
     for key in ("final_step", "test_accuracy", "test_loss", "train_loss", "wall_seconds", "images_per_second",
                 "global_batch_size", "num_devices", "num_processes", "config_name"):
         assert key in results
-    assert results["final_step"] == 4 and results["num_devices"] == 8 and results["test_examples"] == 10000
+    assert results["final_step"] == results["evaluated_at_step"] == 4 and results["num_devices"] == 8
+    assert results["test_examples"] == 10000
     # The batch plan the run used: 64 over 8 devices; Fashion-MNIST's 60,000 train images in whole batches.
     assert results["plan"]["steps_per_epoch"] == 937 and results["epochs"] == 4 / 937
     assert {k: results["plan"][k] for k in ("global_batch", "processes", "workers", "microbatches", "total_steps",
@@ -277,3 +278,17 @@ def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once():
         os.kill(os.getpid(), signal.SIGTERM)  # a repeated preemption notice changes nothing
     finally:
         terminated.close()
+
+
+def test_the_last_line_gives_the_step_of_an_accuracy_older_than_the_stop():
+    from lars_jax.main import done_line
+
+    stopped = {"final_step": 161, "total_steps": 585, "test_accuracy": 0.78834, "evaluated_at_step": 117,
+               "preempted": True}
+    assert done_line(stopped, "runs/x") == ("Done at step 161 of 585, test accuracy 0.7883 (evaluated at step 117); "
+                                            "stopped: rerun the same command to resume")
+    finished = {**stopped, "final_step": 585, "evaluated_at_step": 585, "preempted": False}
+    assert done_line(finished, "runs/x") == "Done at step 585 of 585, test accuracy 0.7883; results in runs/x/results.json"
+    assert done_line({**stopped, "test_accuracy": None}, "runs/x").startswith("Done at step 161 of 585; stopped")
+    older = {k: v for k, v in finished.items() if k != "evaluated_at_step"}  # results.json of an earlier version
+    assert done_line(older, "runs/x") == done_line(finished, "runs/x")
