@@ -156,7 +156,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, num_classes: int
         if measure:
             with jax.named_scope(NOISE_SCALE_SCOPE):
                 averages, metrics["noise_scale"] = noise_scale.step_update(
-                    averages, small_sq, big_sq, batching.microbatch_size(b_big, parallel.data_size(mesh), k), b_big, noise_scale_decay)
+                    averages, small_sq, big_sq, batching.microbatch_size(b_big, parallel.data_size(mesh), k), b_big,
+                    noise_scale_decay)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         if layer_stats is not None and layer_stats_every:  # only on the steps that log them; zeros otherwise

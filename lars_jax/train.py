@@ -22,7 +22,8 @@ import ml_collections
 import optax
 from absl import logging
 
-from lars_jax import batching, configs, data, loop, models, optim, parallel, resume, schedules, steps, workdir as workdirs
+from lars_jax import (batching, configs, data, loop, models, optim, parallel, resume, schedules, steps,
+                      workdir as workdirs)
 from lars_jax.errors import ConfigError
 from lars_jax.resume import flatten
 from lars_jax.steps import TrainState
@@ -195,9 +196,9 @@ class Trainer:
                 "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
 
     def train_batches(self, start_step: int):
-        it = data.train_iterator(self.config.data, seed=self.config.seed, local_batch_size=self.plan.per_process_batch,
-                                 process_index=jax.process_index(), process_count=jax.process_count(),
-                                 start_step=start_step)
+        it = data.train_iterator(self.config.data, seed=self.config.seed,
+                                 local_batch_size=self.plan.per_process_batch, process_index=jax.process_index(),
+                                 process_count=jax.process_count(), start_step=start_step)
         previous = None
         for batch in it:
             if batch is not previous:  # synthetic data repeats one batch: keep it on the devices
