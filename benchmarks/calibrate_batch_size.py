@@ -9,7 +9,8 @@ results in benchmarks/results/sweep_fashion_mnist_regime): the command's measuri
 smallest-batch config at the LR the sweep chose there, its B_simple and interval, and from the
 sweep's validation accuracies the largest batch within 1 point and the first batch beyond it.
 Then the held-out check: the same measurement on the held-out sweep's smallest-batch configs, the
-prediction from the calibration alone, and the batches that sweep observed. Copy the printed
+prediction from the calibration alone, the batches that sweep observed and how far outside them
+each prediction lies (`factor_off`; the check asks for within 2x). Copy the printed
 "optimizers" into lars_jax.batch_size.CALIBRATION (tests/test_batch_size.py checks they agree).
 """
 from __future__ import annotations
@@ -45,6 +46,17 @@ def observed(sweep, results: dict) -> dict:
     return out
 
 
+def factor_off(predicted: float, at_least: bool, largest: int, first_over: int | None) -> float:
+    """How far a prediction lies outside the observed bracket [largest within 1 point, first batch
+    beyond): 1.0 inside it (the grid cannot say more), else the ratio to the nearer end. A lower
+    bound ("at least") can only miss high."""
+    if first_over is not None and predicted >= first_over:
+        return predicted / first_over
+    if predicted < largest and not at_least:
+        return largest / predicted
+    return 1.0
+
+
 def measure(sweep, row: dict, workdir: str, steps: int) -> dict:
     import jax
     from lars_jax import batch_size, data, train
@@ -65,8 +77,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", default="experiments/sweeps/fashion_mnist_regime.py")
     p.add_argument("--results", default="benchmarks/results/sweep_fashion_mnist_regime")
-    p.add_argument("--held_out_sweep", default="experiments/sweeps/fashion_mnist_cnn_batch.py")
-    p.add_argument("--held_out_results", default="benchmarks/results/sweep_fashion_mnist_cnn")
+    p.add_argument("--held_out_sweep", default="experiments/sweeps/fashion_mnist_cnn_regime.py")
+    p.add_argument("--held_out_results", default="benchmarks/results/sweep_fashion_mnist_cnn_regime")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--workdir", default=os.path.join("runs", "calibrate_batch_size"),
                    help="one measuring run per optimizer and sweep in a subdirectory (rerun: read back)")
@@ -95,13 +107,14 @@ def main(argv=None) -> int:
         m = measure(held_sweep, row, args.workdir, args.steps)
         pred = (batch_size.predict(m["b_simple"], m["b_simple_interval"], opt, calibration)
                 if m["b_simple"] is not None and opt in calibration["optimizers"] else {})
-        check[opt] = {"measured": m, "observed_largest_within_1_point": largest, "observed_first_over": failing,
-                      "predicted": pred}
         own = pred.get(opt, {})
+        off = factor_off(own["batch"], own["at_least"], largest, failing) if own else None
+        check[opt] = {"measured": m, "observed_largest_within_1_point": largest, "observed_first_over": failing,
+                      "predicted": pred, "factor_off": off, "within_2x": off is not None and off <= 2.0}
         print(f"held out {held_sweep.name} {row['label']:<32} B_simple {_num(m['b_simple'])}  predicted "
               f"{'>= ' if own.get('at_least') else ''}{_num(own.get('batch'))} "
               f"(range {_interval([own.get('low'), own.get('high')])})  observed: within 1 point up to "
-              f"{largest:,}, first beyond {_num(failing)}", flush=True)
+              f"{largest:,}, first beyond {_num(failing)}; off by {'?' if off is None else f'{off:.2f}x'}", flush=True)
     doc = {"calibration": calibration, "held_out": {"sweep": held_sweep.name, "check": check},
            "code_version": code_version(ROOT), "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

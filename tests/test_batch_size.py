@@ -107,6 +107,20 @@ def test_the_command_measures_predicts_writes_json_and_reads_it_back(tmp_path):
         assert needle in bad.stderr and not os.path.exists(tmp_path / "bad" / "results.json")
 
 
+def test_how_far_off_a_held_out_prediction_is():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from calibrate_batch_size import factor_off
+
+    # observed: within 1 point up to 1,024, 2,048 the first batch beyond
+    assert factor_off(1500.0, False, 1024, 2048) == 1.0  # inside the bracket: the grid says no more
+    assert factor_off(6144.0, False, 1024, 2048) == pytest.approx(3.0)  # 3x above the first failing batch
+    assert factor_off(256.0, False, 1024, 2048) == pytest.approx(4.0)  # 4x below the largest that held
+    assert factor_off(256.0, True, 1024, 2048) == 1.0  # ">= 256" is true, if weak
+    assert factor_off(4096.0, True, 1024, 2048) == pytest.approx(2.0)  # ">= 4,096" is 2x too high
+    assert factor_off(9000.0, False, 2048, None) == 1.0  # nothing failed: anything above 2,048 may hold
+    assert factor_off(512.0, False, 2048, None) == pytest.approx(4.0)
+
+
 @pytest.mark.slow  # six short training runs
 def test_the_calibration_script_runs_and_records_what_the_command_uses(tmp_path):
     """benchmarks/calibrate_batch_size.py end to end at 20 steps, the MLP sweep as its own held-out

@@ -53,6 +53,8 @@ CNN_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fash
             "--workdir runs/sweep_fashion_mnist_cnn --out benchmarks/results/sweep_fashion_mnist_cnn"
 REGIME_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_regime.py " \
                "--workdir runs/sweep_fashion_mnist_regime --out benchmarks/results/sweep_fashion_mnist_regime"
+CNN_REGIME_SWEEP = ".venv/bin/python -m lars_jax.sweep --config experiments/sweeps/fashion_mnist_cnn_regime.py " \
+                   "--workdir runs/sweep_fashion_mnist_cnn_regime --out benchmarks/results/sweep_fashion_mnist_cnn_regime"
 RETRY_LOOP = ("while true; do\n"
               f".venv/bin/python -m lars_jax.main {FM} --workdir runs/fm; rc=$?\n"
               "[ $rc -eq 75 ] || break\ndone\nexit $rc")
@@ -70,6 +72,8 @@ COMMANDS = {
     CNN_SWEEP: Run(("--quick",), "wrote"),
     REGIME_SWEEP: Skip("fashion_mnist_batch.py's --quick runs the same code; tests/test_sweep.py and "
                        "tests/test_batch_size.py read this config and its recorded results"),
+    CNN_REGIME_SWEEP: Skip("fashion_mnist_cnn_batch.py's --quick runs the same code on the same net; "
+                           "tests/test_sweep.py holds this config to its recorded results"),
     ".venv/bin/python -m lars_jax.batch_size --config experiments/fashion_mnist.py --workdir runs/batch_size_fm "
     "--batch_size 256": Run(("--steps", "20", "--config.loop.eval_batch_size=2000"), "wrote"),
     ".venv/bin/jupyter lab notebooks/": Run(instead=".venv/bin/jupyter lab --version", expect="4.",

@@ -75,6 +75,26 @@ def test_cells_keep_the_math_and_cut_big_batches_into_pieces():
     assert sweep.cell_config(load_sweep(), "lars", 16384, 1.0, 0, 50000).mesh.microbatches == 1  # the MLP's: whole
 
 
+
+@pytest.mark.parametrize("name, out", [("fashion_mnist_regime", "sweep_fashion_mnist_regime"),
+                                       ("fashion_mnist_cnn_regime", "sweep_fashion_mnist_cnn_regime")])
+def test_the_regime_sweeps_give_the_largest_batch_300_updates_and_match_their_recorded_results(name, out):
+    """The paper's regime (issue 23): the same epochs at every batch, >= 300 updates at the largest,
+    2 seeds at 256 and the largest; the results the docs quote were made by this config."""
+    from lars_jax import batching
+
+    s = configs.load_config(os.path.join(ROOT, "experiments", "sweeps", f"{name}.py"))
+    num_train = 50000  # 60,000 minus the 10,000 validation images
+    assert s.base.data.validation_examples == 10000
+    largest = max(s.batch_sizes)
+    steps = batching.schedule_steps(batching.steps_per_epoch(num_train, largest), num_epochs=s.base.schedule.num_epochs)
+    assert steps >= 300 and min(s.batch_sizes) == 256 and len(s.batch_sizes) >= 3
+    assert sweep.extra_seed_batches(s) == {256, largest} and len(s.seeds) + len(s.extra_seeds) >= 2
+    recorded = json.load(open(os.path.join(ROOT, "benchmarks", "results", out, "results.json")))
+    assert recorded["sweep"] == s.name and recorded["batch_sizes"] == sorted(s.batch_sizes)
+    assert recorded["base_config"]["schedule"]["num_epochs"] == s.base.schedule.num_epochs
+    assert {r["batch_size"]: r["total_steps"] for r in recorded["summary"] if r["optimizer"] == "lars"}[largest] == steps
+
 def test_apply_quick_merges_nested_overrides_without_touching_the_original():
     s = load_sweep()
     q = sweep.apply_quick(s)
