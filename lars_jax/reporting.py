@@ -27,12 +27,24 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 class QuietLibraries(pylogging.Filter):
     """The console shows lars_jax's own lines and other libraries' warnings; orbax's records are
-    dropped (lars_jax reports checkpoint failures itself, in one line)."""
+    dropped (lars_jax reports checkpoint failures itself, in one line), and so is asyncio's report
+    of an orbax error that no one retrieved (a failed write's other fragments)."""
 
     def filter(self, record) -> bool:
         if record.pathname.startswith(_PACKAGE_DIR):
             return True
+        if record.name == "asyncio" and _raised_in_orbax(record.exc_info):
+            return False
         return record.levelno >= pylogging.WARNING and "/orbax/" not in record.pathname
+
+
+def _raised_in_orbax(exc_info) -> bool:
+    tb = exc_info[2] if exc_info else None
+    while tb is not None:
+        if "/orbax/" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def show_progress() -> None:

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 
 import chex
@@ -292,3 +293,25 @@ def test_the_last_line_gives_the_step_of_an_accuracy_older_than_the_stop():
     assert done_line({**stopped, "test_accuracy": None}, "runs/x").startswith("Done at step 161 of 585; stopped")
     older = {k: v for k, v in finished.items() if k != "evaluated_at_step"}  # results.json of an earlier version
     assert done_line(older, "runs/x") == done_line(finished, "runs/x")
+
+
+def test_the_console_drops_asyncios_report_of_a_failed_orbax_write_and_keeps_other_errors():
+    """A checkpoint write that fails (full disk, file too large) can leave orbax's gathered futures
+    unretrieved; asyncio then logs each with its traceback, beside lars_jax's one-line error."""
+    import logging as pylogging
+
+    from lars_jax import reporting
+
+    def record(filename: str, name: str = "asyncio") -> pylogging.LogRecord:
+        code = compile("raise ValueError('OUT_OF_RANGE: Error writing params in OCDBT database')", filename, "exec")
+        try:
+            exec(code, {})
+        except ValueError:
+            exc_info = sys.exc_info()
+        return pylogging.LogRecord(name, pylogging.ERROR, "/usr/lib/python3/asyncio/base_events.py", 1771,
+                                   "_GatheringFuture exception was never retrieved", (), exc_info)
+
+    quiet = reporting.QuietLibraries()
+    assert not quiet.filter(record("/venv/site-packages/orbax/checkpoint/_src/serialization/serialization.py"))
+    assert quiet.filter(record("/venv/site-packages/somelib/io.py"))  # another library's lost error: shown
+    assert quiet.filter(record("/venv/site-packages/orbax/checkpoint/x.py", name="somelib"))
