@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 RECORDED = os.path.join(BENCHMARKS, "results")
 SCRIPTS = ("calibrate_batch_size.py", "calibrate_scaling.py", "gpu_resnet50.py", "input_pipeline.py", "model_flops.py",
-           "noise_scale_overhead.py", "optimizer.py", "torch_resnet50.py", "train_step.py")
+           "noise_scale_overhead.py", "optimizer.py", "torch_resnet50.py", "train_step.py", "vmapped_lr_trials.py")
 MODULES = ("common_cli.py", "step_profile.py")  # imported by the scripts, not run
 
 

@@ -206,6 +206,32 @@ def test_a_path_under_a_file_is_one_line_naming_its_own_flag(tmp_path, flag, swe
     assert other not in message and sweep_calls == [], message
 
 
+@pytest.mark.parametrize("overrides, field", [
+    (["--config.optimizer_order=('sgd_goyal','lamb')"], "sweep.optimizer_order: 'lamb' is not in sweep.optimizers"),
+    (["--config.optimizer_order=()"], "sweep.optimizer_order: empty"),
+    (["--config.optimizers.lars.lr_multipliers=()"], "sweep.optimizers.lars.lr_multipliers"),
+    (["--config.optimizers.nesterov.lr_multipliers=(1.0,-2.0)"], "sweep.optimizers.nesterov.lr_multipliers"),
+    (["--config.batch_sizes=()"], "sweep.batch_sizes"),
+    (["--config.seeds=()"], "sweep.seeds"),
+    (["--config.extra_seed_batch_sizes=(512,)"], "sweep.extra_seed_batch_sizes: [512] not in sweep.batch_sizes"),
+    (["--config.base.data.validation_examples=0"], "sweep.base.data.validation_examples"),
+    # a cell's own config; the largest batch runs last, after hours of cells that could run
+    (["--config.noise_scale_batch_sizes=()", "--config.batch_sizes=(256,65536)"],
+     "sweep.batch_sizes: global batch 65536 exceeds the 50000 train examples"),
+    (["--config.noise_scale_batch_sizes=()", "--config.optimizers.lars.overrides.schedule.lr_scaling=cubic"],
+     "sweep cell lars at batch 256 (sweep.base, sweep.optimizers.lars.overrides, sweep.batch_sizes): "
+     "config.schedule.lr_scaling"),
+    (["--config.noise_scale_microbatches=16"],
+     "sweep cell sgd_goyal at batch 256 (sweep.base, sweep.optimizers.sgd_goyal.overrides, sweep.batch_sizes, "
+     "sweep.noise_scale_microbatches): config.model.bn_group_size: 32 must divide"),
+])
+def test_a_sweep_that_cannot_run_is_one_line_before_any_cell_runs(tmp_path, monkeypatch, capsys, overrides, field):
+    monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("a cell ran"))
+    message = one_line_exit(capsys, ["sweep", "--config", SWEEP_CONFIG, *overrides, "--workdir", str(tmp_path / "w")])
+    assert field in message, message
+    assert not os.path.exists(tmp_path / "w")
+
+
 @pytest.mark.parametrize("denominator, formula", [
     ("paper", "eta*||w|| / (||g|| + beta*||w||)"),  # lars_jax.optim.lars, DESIGN.md
     ("optax", "eta*||w|| / (||g + beta*w||)"),  # the same as optax.lars

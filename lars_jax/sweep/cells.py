@@ -8,6 +8,7 @@ import math
 import ml_collections
 
 from lars_jax import batching, configs
+from lars_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,32 @@ def cell_config(sweep, optimizer: str, batch_size: int, lr_multiplier: float, se
         c.mesh.microbatches = batch_size // sweep.max_microbatch_size
     c.name = f"{sweep.name}/{optimizer}_b{batch_size}_lrx{lr_multiplier:g}_s{seed}"
     return c
+
+
+def check(sweep) -> None:
+    """Raises ConfigError naming the sweep field that cannot work, before any cell runs (a mistake
+    found at the last batch would otherwise cost the hours of every cell before it)."""
+    def require(ok: bool, field: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"sweep.{field}: {why}")
+
+    defined = ", ".join(map(repr, sweep.optimizers))
+    require(len(sweep.optimizer_order) > 0, "optimizer_order", f"empty; list some of sweep.optimizers ({defined})")
+    for o in sweep.optimizer_order:
+        require(o in sweep.optimizers, "optimizer_order",
+                f"{o!r} is not in sweep.optimizers ({defined}); list only those, or define sweep.optimizers.{o}")
+        mults = tuple(sweep.optimizers[o].lr_multipliers)
+        require(len(mults) > 0 and all(m > 0 for m in mults), f"optimizers.{o}.lr_multipliers",
+                f"{mults}: give at least one multiplier of the rule's LR, each > 0 ((1.0,): the rule alone)")
+    batches = tuple(sweep.batch_sizes)
+    require(len(batches) > 0 and all(isinstance(b, int) and b > 0 for b in batches), "batch_sizes",
+            f"{batches}: give one or more positive integers")
+    require(len(sweep.seeds) > 0, "seeds", "empty; the first seed runs every cell and selects the LR, e.g. (0,)")
+    unknown = sorted(set(sweep.extra_seed_batch_sizes) - {"ends"} - set(batches))
+    require(not unknown, "extra_seed_batch_sizes",
+            f"{unknown} not in sweep.batch_sizes {batches}; list some of those, or 'ends' (the smallest and largest)")
+    require(sweep.base.data.validation_examples > 0, "base.data.validation_examples",
+            "0, but the sweep selects every LR on a validation split, never on the test set; set it (e.g. 10000)")
 
 
 def plan(sweep) -> list[tuple[str, int]]:

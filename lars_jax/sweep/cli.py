@@ -34,13 +34,14 @@ def _usage_error(message: str):
     _fail(f"{message} ({USAGE})")
 
 
-def define_flags() -> flags.FlagValues:
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    """argv: where config_flags finds the --config.<field>=value overrides (it reads sys.argv otherwise)."""
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", None, "Sweep directory: one subdirectory per cell under cells/.", flag_values=fv)
     flags.DEFINE_string("out", None, "Where results.md/.json and the PNGs go (default: --workdir).", flag_values=fv)
     flags.DEFINE_bool("quick", False, "Apply the sweep config's `quick` overrides (a smoke run).", flag_values=fv)
     config_flags.DEFINE_config_file("config", None, "Sweep config file (experiments/sweeps/*.py).",
-                                    flag_values=fv, lock_config=False)
+                                    flag_values=fv, lock_config=False, sys_argv=argv)
     flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
     return fv
 
@@ -79,7 +80,7 @@ def quick_over_full_results(out: str) -> str | None:
 
 def main(argv=None) -> int:
     argv = list(argv or sys.argv)
-    fv = define_flags()
+    fv = define_flags(argv)
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
         print(USAGE + "\n\n" + fv.get_help())
         return 0

@@ -11,7 +11,8 @@ from lars_jax.errors import ConfigError, NonFiniteLossError
 from lars_jax.sweep.events import read_scalars
 from lars_jax.workdir import read_json, write_text
 
-from lars_jax.sweep.cells import Cell, cell_config, extra_seed_batches, plan, selection_score
+from lars_jax.sweep.cells import (Cell, cell_config, check, extra_seed_batches, optimizer_config, plan,
+                                  selection_score)
 from lars_jax.sweep.report import write_outputs
 
 
@@ -60,20 +61,39 @@ def _curves(cell_dir: str) -> dict:
     return {"train_loss_curve": series.get("train_loss", []), "b_simple_curve": series.get("gns/b_simple", [])}
 
 
-def _num_train(config) -> int:
-    from lars_jax import data
-    return data.get_info(config.data).num_train
+def check_cells(sweep, info) -> None:
+    """Builds (without compiling) the Trainer of every (optimizer, batch) pair's first cell: a config
+    that cannot work is a ConfigError naming the cell before any cell runs. (The LR multipliers and
+    seeds change no check: cells.check holds them.)"""
+    from lars_jax import train
+
+    for opt, b in plan(sweep):
+        try:
+            config = cell_config(sweep, opt, b, sweep.optimizers[opt].lr_multipliers[0], sweep.seeds[0], info.num_train)
+        except ValueError as e:  # the batch against the train split: batching.steps_per_epoch's message
+            raise ConfigError(f"sweep.batch_sizes: {e}") from e
+        try:
+            train.Trainer(config, info=info)
+        except ConfigError as e:
+            sources = ["sweep.base", f"sweep.optimizers.{opt}.overrides", "sweep.batch_sizes"]
+            if config.mesh.microbatches != optimizer_config(sweep, opt).mesh.microbatches:
+                sources.append("sweep.noise_scale_microbatches" if b in sweep.get("noise_scale_batch_sizes", ())
+                               else "sweep.max_microbatch_size")
+            raise ConfigError(f"sweep cell {opt} at batch {b:,} ({', '.join(sources)}): {e}") from e
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, out: str | None = None, *, log=print) -> dict:
-    """Runs (or resumes) every cell; rewrites the outputs in `out` after each; returns the summary."""
+    """Checks the sweep and every cell's config, then runs (or resumes) every cell; rewrites the
+    outputs in `out` after each; returns the summary."""
+    from lars_jax import data
+
     out = out or workdir
-    if not sweep.base.data.validation_examples:
-        raise ConfigError("sweep base.data.validation_examples: 0, but the sweep selects every LR on a validation "
-                          "split, never on the test set; set it (e.g. 10000)")
+    check(sweep)
+    info = data.get_info(sweep.base.data)
+    check_cells(sweep, info)
     os.makedirs(workdir, exist_ok=True)
     os.makedirs(out, exist_ok=True)
-    num_train = _num_train(sweep.base)
+    num_train = info.num_train
     t0 = time.time()
     records: list[dict] = []
     extra_batches = extra_seed_batches(sweep)
