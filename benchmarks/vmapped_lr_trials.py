@@ -1,6 +1,6 @@
 """A sweep's LR trials as one vmapped program, or one after another: which trains more images per second?
 
-    .venv/bin/python benchmarks/vmapped_lr_trials.py [--batches 32 512] [--trials 3] [--rounds 3]
+    .venv/bin/python benchmarks/vmapped_lr_trials.py [--batches 32 512] [--trials 3] [--rounds 3] [--steps N]
         [--out runs/benchmarks/vmapped_lr_trials_cpu.json]
 
 The small CNN (BatchNorm groups of 32) with LARS, as in experiments/sweeps/fashion_mnist_cnn_regime.py,
@@ -105,6 +105,7 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 512])
     parser.add_argument("--trials", type=int, default=3, choices=range(2, len(LR_MULTIPLIERS) + 1))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (default: 4,096 images' worth)")
     parser.add_argument("--out", default=default_out("vmapped_lr_trials_cpu.json"),
                         help="JSON file to write (default: %(default)s; '' writes none)")
     args = parser.parse_args()
@@ -114,7 +115,7 @@ def main():
           f"{'max rel. diff, 1 step':>22s}")
     rows = []
     for b in args.batches:
-        row = measure(b, args.trials, args.rounds, steps=max(4, 4096 // b))
+        row = measure(b, args.trials, args.rounds, steps=args.steps or max(4, 4096 // b))
         rows.append(row)
         print(f"{b:6d} {row['sequential_trial_images_per_s']:18,.0f} {row['vmapped_trial_images_per_s']:10,.0f} "
               f"{row['vmapped_over_sequential']:16.2f} {row['max_relative_param_difference_after_one_step']:22.1e}",

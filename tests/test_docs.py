@@ -74,6 +74,12 @@ COMMANDS = {
                        "tests/test_batch_size.py read this config and its recorded results"),
     CNN_REGIME_SWEEP: Skip("fashion_mnist_cnn_batch.py's --quick runs the same code on the same net; "
                            "tests/test_sweep.py holds this config to its recorded results"),
+    CNN_REGIME_SWEEP.split(" --workdir")[0] + " --workdir runs/cnn_regime_sgd_25_epochs "
+    "--config.base.schedule.num_epochs=25 --config.batch_sizes='(256,)' --config.optimizer_order=\"('sgd_goyal',)\" "
+    "--config.extra_seeds='()'": Skip("one 5-minute cell of CNN_REGIME_SWEEP's code; tests/test_sweep.py passes "
+                                      "--config.<field> overrides through the sweep's command line"),
+    ".venv/bin/python benchmarks/vmapped_lr_trials.py --out benchmarks/results/vmapped_lr_trials_cpu.json":
+        Run(("--batches", "32", "--rounds", "1", "--steps", "1"), "wrote"),
     ".venv/bin/python -m lars_jax.batch_size --config experiments/fashion_mnist.py --workdir runs/batch_size_fm "
     "--batch_size 256": Run(("--steps", "20", "--config.loop.eval_batch_size=2000"), "wrote"),
     ".venv/bin/jupyter lab notebooks/": Run(instead=".venv/bin/jupyter lab --version", expect="4.",

@@ -11,9 +11,12 @@ Every value is fashion_mnist_cnn_batch.py's (and its sources) except:
 - batches 256, 1,024, 2,048, placed by the noise scale, not the dataset: the batch-256 SGD run of
   fashion_mnist_cnn_batch.py measured B_simple 267 mid-training (docs/results.md), so the grid was
   to span ~1x to ~7.7x it. In this sweep's own 12.5-epoch runs B_simple is larger (SGD 748
-  mid-training), so the grid spans 0.34x to 2.7x of it: short of the >= 4x asked, which would
-  need 4,096 at 25 epochs (about 3.4 hours). 512 is left out for the budget: 300 updates at the
-  largest batch B take 300 x B / 50,000 epochs at every batch, 12.5 here;
+  mid-training), so the grid spans 0.34x to 2.7x of it: short of the >= 4x asked. The same SGD
+  run at 25 epochs measures 790 (docs/results.md), so 4,096 at 25 epochs (300 updates) would be
+  5.2x, for 27 cells of 5-7 minutes each (2.3-2.8 hours); running a batch's LR trials as one vmapped
+  program is 3-4x slower here, not faster (benchmarks/vmapped_lr_trials.py). 512 is left out for
+  the budget: 300 updates at the largest batch B take 300 x B / 50,000 epochs at every batch,
+  12.5 here;
 - 12.5 epochs at every batch (2,048: 24 steps per epoch x 12.5 = 300 updates), 1 of them warmup;
 - 3 seeds (0, 1, 2) at 256 and 2,048, 1 elsewhere (33 cells): the issue asked for 2; the third
   was added after LARS's first two seeds differed by 4 points at both batches.

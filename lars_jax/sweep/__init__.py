@@ -12,7 +12,10 @@ this process. Every cell trains on the train split less its validation part
 (`base.data.validation_examples`, required): at each (optimizer, batch) the search runs with the
 first seed and the multiplier with the best final validation accuracy is selected; the extra seeds
 then run with the selected LR at the batch sizes in `extra_seed_batch_sizes`. The test split
-chooses nothing: the tables report its accuracy for the selected LR, every seed.
+chooses nothing: the tables report its accuracy for the selected LR, every seed. Any field can be
+overridden on the command line (`--config.batch_sizes='(256,)'`, as for lars_jax.main). Before
+the first cell runs, the sweep's fields and every (optimizer, batch) cell's config are checked: a
+mistake is one line naming the field (exit 2), not a failure hours later at the cell it breaks.
 
 A finished cell is skipped and an interrupted one resumes from its checkpoint, so rerunning the
 command resumes the sweep; a cell's directory name carries a hash of its config, so a changed
