@@ -71,7 +71,7 @@ def measure(sweep, row: dict, workdir: str, steps: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from common_cli import code_version, default_out
+    from common_cli import code_version, default_out, write_json
     from lars_jax import batch_size, configs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,10 +117,7 @@ def main(argv=None) -> int:
               f"{largest:,}, first beyond {_num(failing)}; off by {'?' if off is None else f'{off:.2f}x'}", flush=True)
     doc = {"calibration": calibration, "held_out": {"sweep": held_sweep.name, "check": check},
            "code_version": code_version(ROOT), "date": time.strftime("%Y-%m-%d")}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=2)
-    print(f"wrote {args.out}")
+    write_json(args.out, doc)
     return 0
 
 

@@ -1,6 +1,7 @@
 """What the benchmark scripts' command lines share: default output paths and the accelerator check."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,14 @@ def default_out(filename: str) -> str:
     """runs/benchmarks/<filename>, relative to the current directory: a default run never writes over
     the recorded results in benchmarks/results/ (recording there takes an explicit --out)."""
     return os.path.join("runs", "benchmarks", filename)
+
+
+def write_json(path: str, doc: dict, indent: int = 2) -> None:
+    """Writes `doc` to `path` (its folder made) and says so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=indent)
+    print(f"wrote {path}")
 
 
 def code_version(path: str) -> str:

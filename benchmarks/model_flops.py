@@ -18,7 +18,6 @@ MMACs at 32x32 (the figure quoted in the CIFAR pruning literature, not in He et 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common_cli import default_out  # noqa: E402
+from common_cli import default_out, write_json  # noqa: E402
 from lars_jax.models import (analytic_macs, create_model, forward_flops,  # noqa: E402
                              param_count)
 
@@ -76,10 +75,7 @@ def main(argv=None):
                   batch=args.batch, note="forward pass, train=False. gflops/gmacs: XLA cost "
                   "analysis (FLOPs = 2 x MACs, padding taps not counted, elementwise ops "
                   "included); analytic_gmacs: conv/dense multiply-adds incl. padding taps")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+    write_json(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the ratios in the first columns use the steady-state times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common_cli import default_out
+from common_cli import default_out, write_json
 
 from lars_jax import models, optim
 
@@ -115,10 +114,7 @@ def main():
                           "cpu_count": os.cpu_count(), "load_average": os.getloadavg()},
               "date": time.strftime("%Y-%m-%d")}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.out}")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

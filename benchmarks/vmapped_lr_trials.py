@@ -16,7 +16,6 @@ cells, 512 of its larger ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common_cli import code_version, default_out
+from common_cli import code_version, default_out, write_json
 
 from lars_jax import models, optim
 
@@ -125,10 +124,7 @@ def main():
               "machine": {"platform": platform.platform(), "device": jax.devices()[0].device_kind,
                           "jax": jax.__version__, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.out}")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":
