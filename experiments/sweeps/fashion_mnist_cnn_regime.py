@@ -13,7 +13,7 @@ Every value is fashion_mnist_cnn_batch.py's (and its sources) except:
   to span ~1x to ~7.7x it. In this sweep's own 12.5-epoch runs B_simple is larger (SGD 748
   mid-training), so the grid spans 0.34x to 2.7x of it: short of the >= 4x asked. The same SGD
   run at 25 epochs measures 790 (docs/results.md), so 4,096 at 25 epochs (300 updates) would be
-  5.2x, for 27 cells of 5-7 minutes each (2.3-2.8 hours); running a batch's LR trials as one vmapped
+  5.2x, for 27 cells (2.3-2.8 hours); running a batch's LR trials as one vmapped
   program is 3-4x slower here, not faster (benchmarks/vmapped_lr_trials.py). 512 is left out for
   the budget: 300 updates at the largest batch B take 300 x B / 50,000 epochs at every batch,
   12.5 here;
