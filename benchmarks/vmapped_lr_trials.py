@@ -33,11 +33,16 @@ PEAK_LR = 8.0  # fashion_mnist_cnn_regime.py's LARS LR at multiplier 1
 WEIGHT_DECAY = 5e-4
 
 
+def lars(lr):
+    """The trial's optimizer: LARS at a constant LR (a traced scalar inside the step)."""
+    return optim.lars(lambda count: lr, weight_decay=WEIGHT_DECAY)
+
+
 def make_step(model):
     """(params, batch_stats, opt_state, lr, image, label) -> the same after one LARS step; `lr` is an
     argument (a traced scalar), so that jax.vmap can give each trial its own."""
     def step(params, stats, opt_state, lr, image, label):
-        tx = optim.lars(lambda count: lr, weight_decay=WEIGHT_DECAY)
+        tx = lars(lr)
 
         def loss_fn(p):
             logits, new = model.apply({"params": p, "batch_stats": stats}, image, train=True, mutable=["batch_stats"])
@@ -52,7 +57,7 @@ def make_step(model):
 def initial_state(model, batch: int):
     variables = model.init(jax.random.key(0), jnp.zeros((batch, 28, 28, 1)), train=True)
     params = variables["params"]
-    return params, variables["batch_stats"], optim.lars(lambda count: 1.0, weight_decay=WEIGHT_DECAY).init(params)
+    return params, variables["batch_stats"], lars(1.0).init(params)
 
 
 def measure(batch: int, trials: int, rounds: int, steps: int) -> dict:

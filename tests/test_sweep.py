@@ -75,7 +75,6 @@ def test_cells_keep_the_math_and_cut_big_batches_into_pieces():
     assert sweep.cell_config(load_sweep(), "lars", 16384, 1.0, 0, 50000).mesh.microbatches == 1  # the MLP's: whole
 
 
-
 @pytest.mark.parametrize("name, out", [("fashion_mnist_regime", "sweep_fashion_mnist_regime"),
                                        ("fashion_mnist_cnn_regime", "sweep_fashion_mnist_cnn_regime")])
 def test_the_regime_sweeps_give_the_largest_batch_300_updates_and_match_their_recorded_results(name, out):
@@ -94,6 +93,7 @@ def test_the_regime_sweeps_give_the_largest_batch_300_updates_and_match_their_re
     assert recorded["sweep"] == s.name and recorded["batch_sizes"] == sorted(s.batch_sizes)
     assert recorded["base_config"]["schedule"]["num_epochs"] == s.base.schedule.num_epochs
     assert {r["batch_size"]: r["total_steps"] for r in recorded["summary"] if r["optimizer"] == "lars"}[largest] == steps
+
 
 def test_apply_quick_merges_nested_overrides_without_touching_the_original():
     s = load_sweep()
